@@ -1,0 +1,47 @@
+// Storage: one block of device memory shared by every tensor that views it. Blocks come from a
+// per-device Allocator (pluggable: the CUDA backend installs a caching allocator) or wrap memory the
+// runtime does not own (a memory-mapped safetensors file), kept alive by `owner`.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "runtime/dtype.h"
+
+namespace vlp {
+
+struct Allocator {
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* ptr, size_t nbytes) = 0;
+};
+
+// The allocator used for new storage on a device; nullptr where none is installed (CUDA in a build
+// without the CUDA backend). set_allocator replaces it; the previous one must outlive its blocks.
+Allocator* get_allocator(Device device);
+void set_allocator(Device device, Allocator* allocator);
+
+// Bytes held by live storages allocated on a device, and the high-water mark since the last reset.
+// Memory the runtime only wraps (mmapped files) is not counted.
+struct MemoryStats {
+  int64_t current_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t num_allocations = 0;  // allocations since start (never reset)
+};
+MemoryStats memory_stats(Device device);
+void reset_peak_memory(Device device);
+
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device;
+  std::shared_ptr<void> owner;  // releases the memory when the last tensor viewing it is gone
+  // Bumped by every in-place write through the runtime, so autograd can tell when a tensor it saved
+  // for backward was modified afterwards.
+  uint64_t version = 0;
+};
+
+std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device);
+std::shared_ptr<Storage> wrap_storage(void* data, size_t nbytes, Device device, std::shared_ptr<void> owner);
+
+}  // namespace vlp
