@@ -16,7 +16,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps);
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 // Zeroes each element with probability p and scales the rest by 1/(1-p). Element i is dropped when
 // the Philox uniform of (seed, offset, i) is below p, the same on every device. The mask is not
-// stored: backward regenerates it from (seed, offset). Identity when !training or p == 0.
+// stored: backward regenerates it from (seed, offset). Identity when !training or p == 0. p must be in
+// [0, 1): p == 1 (drop everything) is an error, checked in eval mode too.
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 
 }  // namespace vlp
