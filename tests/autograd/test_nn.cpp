@@ -109,6 +109,13 @@ TEST(Softmax, NonContiguousAndLowPrecisionInputs) {
   EXPECT_EQ(y16.dtype(), DType::BF16);
   Tensor ref16 = from_vector(softmax_reference(to_vector(x16), {2, 8}, 1, false), {2, 8}, DType::F64);
   EXPECT_TRUE(all_close(y16, ref16, 1e-2, 1e-3));
+  // F16 likewise, with a gradient that comes back in F16.
+  Tensor xh = to(rand_input({3, 5}, 9, DType::F32, false), DType::F16).set_requires_grad();
+  Tensor yh = log_softmax(xh, 0);
+  EXPECT_EQ(yh.dtype(), DType::F16);
+  EXPECT_TRUE(all_close(yh, from_vector(softmax_reference(to_vector(xh), {3, 5}, 0, true), {3, 5}), 1e-2, 1e-2));
+  backward(sum(yh));
+  EXPECT_EQ(xh.grad().dtype(), DType::F16);
 }
 
 TEST(Softmax, Gradcheck) {
