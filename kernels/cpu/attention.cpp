@@ -1,8 +1,10 @@
 // Scaled-dot-product attention, one (batch, head) at a time: two GEMMs per head in the forward (scores,
 // then probabilities times v) and up to five in the backward, with the bias, masks, softmax and dropout
-// fused into row loops between them. Heads run one after another so that OpenBLAS can thread each
-// product; the row loops use OpenMP. Only a [Tq, Tk] scratch buffer (two in the backward) per call is
-// ever allocated, never the probabilities of every head.
+// fused into row loops between them. Heads run one after another and OpenBLAS threads each product;
+// the row loops stay serial: OpenMP regions between BLAS calls (or heads in parallel, each calling BLAS)
+// fight OpenBLAS's own pthread workers for the cores, which measured several times slower on a 2-core
+// machine. Only a [Tq, Tk] scratch buffer (two in the backward) per call is ever allocated, never the
+// probabilities of every head.
 //
 // Backward per head (Pd = dropped probabilities, keep/(1-p) the dropout factor):
 //   dV = Pd^T dO,  dPd = dO V^T,  dP = dPd * keep/(1-p),  D_i = rowsum(dO * O) = rowsum(P * dP),
@@ -20,8 +22,6 @@
 namespace vlp::cpu {
 
 namespace {
-
-constexpr int64_t kParallelElements = 32768;
 
 // Leading dimension for BLAS of a [rows, cols] matrix whose rows are row_stride apart (a single row may
 // have any stride).
@@ -56,7 +56,6 @@ void scores(const AttentionArgs<T>& a, const HeadView<T>& hv, int64_t b, int64_t
   const bool* keep = a.key_keep ? a.key_keep + b * Tk : nullptr;
   const T* bias = a.bias ? a.bias + b * a.bias_strides[0] + h * a.bias_strides[1] : nullptr;
   const int64_t shift = Tk - Tq;
-#pragma omp parallel for schedule(static) if (Tq * Tk > kParallelElements)
   for (int64_t i = 0; i < Tq; ++i) {
     T* row = S + i * Tk;
     if (bias) {
@@ -119,7 +118,6 @@ void attention_forward(const AttentionArgs<T>& a, T* out, T* lse) {
       HeadView<T> hv = head_view(a, b, h);
       scores(a, hv, b, h, S.data());
       T* lse_bh = lse + bh * Tq;
-#pragma omp parallel for schedule(static) if (Tq * Tk > kParallelElements)
       for (int64_t i = 0; i < Tq; ++i) {
         T* row = S.data() + i * Tk;
         lse_bh[i] = softmax_row(row, Tk);
@@ -146,7 +144,6 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, const T* lse, c
       const T* do_bh = dout + bh * Tq * Dv;
       const T* o_bh = out ? out + bh * Tq * Dv : nullptr;
       scores(a, hv, b, h, P.data());
-#pragma omp parallel for schedule(static) if (Tq * Tk > kParallelElements)
       for (int64_t i = 0; i < Tq; ++i) {  // P = exp(S - lse): the forward's probabilities, recomputed
         T* row = P.data() + i * Tk;
         const T l = lse_bh[i];
@@ -158,7 +155,6 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, const T* lse, c
         const T* pd = P.data();
         if (dropout) {
           std::copy(P.begin(), P.end(), W.begin());
-#pragma omp parallel for schedule(static) if (Tq * Tk > kParallelElements)
           for (int64_t i = 0; i < Tq; ++i)
             dropout_row(W.data() + i * Tk, Tk, uint64_t((bh * Tq + i) * Tk), a.dropout_p, a.seed, a.offset);
           pd = W.data();
@@ -167,7 +163,6 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, const T* lse, c
       }
       if (!need_ds) continue;
       gemm<T>(false, true, Tq, Tk, Dv, 1.0, do_bh, Dv, hv.v, hv.ldv, 0.0, W.data(), Tk);  // dPd
-#pragma omp parallel for schedule(static) if (Tq * Tk > kParallelElements)
       for (int64_t i = 0; i < Tq; ++i) {
         T* dp = W.data() + i * Tk;
         if (dropout) dropout_row(dp, Tk, uint64_t((bh * Tq + i) * Tk), a.dropout_p, a.seed, a.offset);
@@ -181,8 +176,6 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, const T* lse, c
       if (dbias) {
         T* db = dbias + b * dbias_strides[0] + h * dbias_strides[1];
         const int64_t s2 = dbias_strides[2], s3 = dbias_strides[3];
-        // Rows land on distinct elements only when the bias has its own Tq dim.
-#pragma omp parallel for schedule(static) if (s2 != 0 && Tq * Tk > kParallelElements)
         for (int64_t i = 0; i < Tq; ++i)
           for (int64_t j = 0; j < Tk; ++j) db[i * s2 + j * s3] += P[size_t(i * Tk + j)];
       }

@@ -83,6 +83,35 @@ TEST(Attention, MatchesCompositeReferenceInEveryConfiguration) {
         }
 }
 
+TEST(Attention, LargerHeadsMatchReference) {
+  // Heads of a few hundred rows and keys (BLAS-sized products), Tq != Tk, dropout; a full per-head bias
+  // and then a per-key one (every row summed into one dbias row).
+  const int64_t tq = 150, tk = 230;
+  Tensor q = rand_input({1, 2, tq, 8}, 30), k = rand_input({1, 2, tk, 8}, 31), v = rand_input({1, 2, tk, 6}, 32);
+  Tensor upstream = rand_input({1, 2, tq, 6}, 33, DType::F64, false);
+  Tensor padding = ones({1, tk}, DType::Bool);
+  fill_(narrow(padding, 1, 200, 30), 0.0);
+  for (Tensor bias : {rand_input({1, 2, tq, tk}, 34), rand_input({1, 1, 1, tk}, 35)}) {
+    SCOPED_TRACE(shape_str(bias.shape()));
+    std::vector<Tensor> leaves = {q, k, v, bias};
+    Generator gen(5);
+    AttentionOptions o;
+    o.bias = bias;
+    o.key_padding_mask = padding;
+    o.causal = true;
+    o.dropout_p = 0.2;
+    o.generator = &gen;
+    std::vector<std::vector<Tensor>> results;
+    for (bool reference : {false, true}) {
+      for (Tensor& t : leaves) t.set_grad(Tensor());
+      Tensor out = reference ? reference_attention(q, k, v, o) : scaled_dot_product_attention(q, k, v, o);
+      backward(out, upstream);
+      results.push_back({out.detach(), q.grad(), k.grad(), v.grad(), bias.grad()});
+    }
+    for (size_t i = 0; i < results[0].size(); ++i) EXPECT_TRUE(test::all_close(results[0][i], results[1][i], 1e-9, 1e-11)) << i;
+  }
+}
+
 TEST(Attention, DropoutMaskIsThePhiloxStreamOfTheFlatIndex) {
   // v = identity per key makes the output the dropped probabilities themselves: compare with dropout
   // applied elementwise to the softmax, uniform(e) < p -> 0, else p / (1 - p).
