@@ -183,8 +183,6 @@ void attention_backward(const AttentionArgs<T>& a, const T* out, const T* lse, c
   }
 }
 
-template struct AttentionArgs<float>;
-template struct AttentionArgs<double>;
 template void attention_forward<float>(const AttentionArgs<float>&, float*, float*);
 template void attention_forward<double>(const AttentionArgs<double>&, double*, double*);
 template void attention_backward<float>(const AttentionArgs<float>&, const float*, const float*, const float*, float*,
