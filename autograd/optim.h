@@ -8,8 +8,10 @@
 // BF16/F16 ones. The whole state exports to named tensors, so a trainer can checkpoint it with
 // safetensors and resume bit-exactly.
 //
-//   Optimizer opt = make_adamw({{.params = decayed, .lr = 1e-3, .weight_decay = 0.01},
-//                               {.params = biases, .lr = 1e-3, .weight_decay = 0.0}});
+//   ParamGroup decayed, biases;               // set params (and names) per group
+//   decayed.lr = biases.lr = 1e-3;
+//   decayed.weight_decay = 0.01;              // biases keep weight_decay 0
+//   Optimizer opt = make_adamw({decayed, biases});
 //   for (int64_t s = 0; s < total; ++s) {
 //     set_lr_factor(opt, linear_schedule_with_warmup(s, warmup, total));
 //     backward(loss(...));
