@@ -76,7 +76,8 @@ uint64_t open_for_reading(const std::string& path, FileHandle& file) {
   file.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   VLP_CHECK(file.fd >= 0, "cannot open safetensors file ", single_quoted(path), ": ", std::strerror(errno));
   struct stat st {};
-  VLP_CHECK(::fstat(file.fd, &st) == 0, "cannot stat safetensors file ", single_quoted(path), ": ", std::strerror(errno));
+  VLP_CHECK(::fstat(file.fd, &st) == 0, "cannot stat safetensors file ", single_quoted(path), ": ",
+            std::strerror(errno));
   VLP_CHECK(S_ISREG(st.st_mode), where(path), " is not a regular file");
   return uint64_t(st.st_size);
 }
@@ -143,7 +144,7 @@ Json parse_json_rejecting_duplicates(const std::string& path, const char* text, 
 
 std::string json_type(const Json& v) { return v.type_name(); }
 
-// A non-negative integer that fits in int64 (or uint64 when `unsigned_range`).
+// A JSON integer >= 0, as uint64.
 bool json_uint(const Json& v, uint64_t* out) {
   if (v.is_number_unsigned()) {
     *out = v.get<uint64_t>();
@@ -244,8 +245,9 @@ SafetensorsHeader parse_header(const std::string& path, const char* text, uint64
     expected = e.end;
     previous = &e;
   }
-  VLP_CHECK(expected == buffer_bytes, where(path), ": the tensors cover ", expected, " bytes of the data buffer but the file has ",
-            buffer_bytes, " (8 + header ", n, " + ", expected, " != file size ", file_bytes, ")");
+  VLP_CHECK(expected == buffer_bytes, where(path), ": the tensors cover ", expected,
+            " bytes of the data buffer but the file has ", buffer_bytes, " (8 + header ", n, " + ", expected,
+            " != file size ", file_bytes, ")");
   return h;
 }
 
@@ -456,7 +458,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   VLP_CHECK(tmp.fd >= 0, "save_safetensors: cannot find a free temporary name next to ", single_quoted(path));
 
   emit(tensors, metadata, [&](const void* p, size_t n) { write_all(tmp.fd, tmp.path, p, n); });
-  VLP_CHECK(::fsync(tmp.fd) == 0, "save_safetensors: fsync of ", single_quoted(tmp.path), " failed: ", std::strerror(errno));
+  VLP_CHECK(::fsync(tmp.fd) == 0, "save_safetensors: fsync of ", single_quoted(tmp.path), " failed: ",
+            std::strerror(errno));
   int fd = tmp.fd;
   tmp.fd = -1;
   VLP_CHECK(::close(fd) == 0, "save_safetensors: closing ", single_quoted(tmp.path), " failed: ", std::strerror(errno));
@@ -472,7 +475,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   int rc = ::fsync(dfd);
   int err = errno;
   ::close(dfd);
-  VLP_CHECK(rc == 0, "save_safetensors: fsync of the directory of ", single_quoted(path), " failed: ", std::strerror(err));
+  VLP_CHECK(rc == 0, "save_safetensors: fsync of the directory of ", single_quoted(path), " failed: ",
+            std::strerror(err));
 }
 
 }  // namespace vlp

@@ -101,7 +101,8 @@ TEST(Safetensors, HeaderLayoutMatchesReferenceWriter) {
   std::string header = R"({"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}})";
   EXPECT_EQ(bytes, le64(64) + header + tensor_bytes(attn));
   EXPECT_EQ(serialize_safetensors({}), le64(8) + "{}      ");
-  EXPECT_EQ(serialize_safetensors({}, {{"framework", "pt"}}), le64(40) + R"({"__metadata__":{"framework":"pt"}})" + "     ");
+  EXPECT_EQ(serialize_safetensors({}, {{"framework", "pt"}}),
+            le64(40) + R"({"__metadata__":{"framework":"pt"}})" + "     ");
   // A 5-character name and a 4-dim shape: 65 header bytes, padded with 7 spaces to 72.
   Tensor attn4 = from_vector({0, 1, 2, 3, 4, 5}, {1, 1, 2, 3});
   std::string padded = serialize_safetensors({{"attn0", attn4}});
@@ -261,7 +262,8 @@ std::vector<Malformed> malformed_cases() {
       {"missing data_offsets", one(R"({"dtype":"F32","shape":[2]})", f8), "has no data_offsets", "w"},
       {"dtype not a string", one(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})", f8), "dtype must be a string", "w"},
       {"shape not a list", one(R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})", f8), "shape must be a list", "w"},
-      {"shape with a float", one(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})", f8), "must hold integers", "w"},
+      {"shape with a float", one(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})", f8), "must hold integers",
+       "w"},
       {"negative dim", one(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", f8), "negative dimension", "w"},
       {"shape overflow", one(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})", f8),
        "too many elements", "w"},
@@ -270,11 +272,16 @@ std::vector<Malformed> malformed_cases() {
        "data_offsets must be", "w"},
       {"negative offset", one(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", f8), "data_offsets must be", "w"},
       {"unknown dtype", one(R"({"dtype":"F33","shape":[2],"data_offsets":[0,8]})", f8), "unknown dtype 'F33'", "w"},
-      {"unsupported I8", one(R"({"dtype":"I8","shape":[8],"data_offsets":[0,8]})", f8), "dtype I8 is not supported", "w"},
-      {"unsupported I16", one(R"({"dtype":"I16","shape":[4],"data_offsets":[0,8]})", f8), "dtype I16 is not supported", "w"},
-      {"unsupported U16", one(R"({"dtype":"U16","shape":[4],"data_offsets":[0,8]})", f8), "dtype U16 is not supported", "w"},
-      {"unsupported U32", one(R"({"dtype":"U32","shape":[2],"data_offsets":[0,8]})", f8), "dtype U32 is not supported", "w"},
-      {"unsupported U64", one(R"({"dtype":"U64","shape":[1],"data_offsets":[0,8]})", f8), "dtype U64 is not supported", "w"},
+      {"unsupported I8", one(R"({"dtype":"I8","shape":[8],"data_offsets":[0,8]})", f8),
+       "dtype I8 is not supported", "w"},
+      {"unsupported I16", one(R"({"dtype":"I16","shape":[4],"data_offsets":[0,8]})", f8),
+       "dtype I16 is not supported", "w"},
+      {"unsupported U16", one(R"({"dtype":"U16","shape":[4],"data_offsets":[0,8]})", f8),
+       "dtype U16 is not supported", "w"},
+      {"unsupported U32", one(R"({"dtype":"U32","shape":[2],"data_offsets":[0,8]})", f8),
+       "dtype U32 is not supported", "w"},
+      {"unsupported U64", one(R"({"dtype":"U64","shape":[1],"data_offsets":[0,8]})", f8),
+       "dtype U64 is not supported", "w"},
       {"unsupported F8", one(R"({"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]})", f8),
        "dtype F8_E4M3 is not supported", "w"},
       {"offsets out of range", one(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})", f8), "out of range", "w"},
@@ -309,7 +316,8 @@ std::vector<Malformed> malformed_cases() {
       {"metadata null", raw_file(R"({"__metadata__":null})", ""), "flat string-to-string map", nullptr},
       {"metadata duplicate key", raw_file(R"({"__metadata__":{"a":"1","a":"2"}})", ""), "duplicate __metadata__ key",
        nullptr},
-      {"BOOL byte other than 0 and 1", one(R"({"dtype":"BOOL","shape":[2],"data_offsets":[0,2]})", std::string("\x01\x02")),
+      {"BOOL byte other than 0 and 1",
+       one(R"({"dtype":"BOOL","shape":[2],"data_offsets":[0,2]})", std::string("\x01\x02")),
        "only 0 and 1 are valid", "w"},
   };
 }
