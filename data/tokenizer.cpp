@@ -319,29 +319,37 @@ std::string id_to_token(const Tokenizer& t, int32_t id) {
   return tok;
 }
 
-int add_tokens(Tokenizer& t, const std::vector<std::string>& tokens, bool special) {
+int add_tokens(Tokenizer& t, std::vector<AddedToken> tokens) {
   check_ready(t, "add_tokens");
   const int64_t model_size = model_vocab_size(t);
   int32_t max_added = -1;
   for (const AddedToken& a : t.added_tokens) max_added = std::max(max_added, a.id);
   int64_t next = max_added >= model_size ? int64_t(max_added) + 1 : model_size;
   int added = 0;
-  for (const std::string& content : tokens) {
-    if (content.empty()) continue;
+  for (AddedToken& a : tokens) {
+    if (a.content.empty()) continue;
     const bool exists = std::any_of(t.added_tokens.begin(), t.added_tokens.end(),
-                                    [&](const AddedToken& a) { return a.content == content; });
+                                    [&](const AddedToken& b) { return b.content == a.content; });
     if (exists) continue;
-    AddedToken a;
-    a.content = content;
-    a.special = special;
-    a.normalized = !special;  // HF's AddedToken default
-    const int32_t in_model = model_token_to_id(t, content);
+    const int32_t in_model = model_token_to_id(t, a.content);
     a.id = in_model >= 0 ? in_model : int32_t(next++);
-    a.match = a.normalized ? apply_normalizer(t, content) : content;
+    a.match = a.normalized ? apply_normalizer(t, a.content) : a.content;
     t.added_tokens.push_back(a);
     ++added;
   }
   return added;
+}
+
+int add_tokens(Tokenizer& t, const std::vector<std::string>& tokens, bool special) {
+  std::vector<AddedToken> list;
+  for (const std::string& content : tokens) {
+    AddedToken a;
+    a.content = content;
+    a.special = special;
+    a.normalized = !special;  // HF's AddedToken default
+    list.push_back(a);
+  }
+  return add_tokens(t, std::move(list));
 }
 
 std::vector<int32_t> encode(const Tokenizer& t, std::string_view text, bool add_special_tokens) {
@@ -413,7 +421,10 @@ std::string decode(const Tokenizer& t, const std::vector<int32_t>& ids, bool ski
   for (int32_t id : ids) {
     const auto it = added.find(id);
     if (it != added.end()) {
-      if (!(skip_special_tokens && it->second->special)) tokens.push_back(it->second->content);
+      // HF decodes a normalized added token as its normalized form, so the decoder sees what the
+      // normalizer produced (e.g. T5's full-width letters come back as ASCII).
+      const AddedToken& a = *it->second;
+      if (!(skip_special_tokens && a.special)) tokens.push_back(a.normalized ? a.match : a.content);
       continue;
     }
     std::string tok;
@@ -423,7 +434,10 @@ std::string decode(const Tokenizer& t, const std::vector<int32_t>& ids, bool ski
   }
   for (const DecoderStep& d : t.decoder) tokens = apply_decoder_step(d, std::move(tokens));
   std::string out;
-  for (const auto& tk : tokens) out += tk;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (i > 0 && t.decoder.empty()) out += ' ';  // HF joins with spaces when there is no decoder
+    out += tokens[i];
+  }
   return out;
 }
 

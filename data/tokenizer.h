@@ -101,6 +101,9 @@ Tokenizer load_tokenizer(const std::string& path);
 // raw text and skipped by decode(skip_special_tokens); others are matched after normalization. Tokens
 // already added are left alone. Returns how many were new.
 int add_tokens(Tokenizer& tok, const std::vector<std::string>& tokens, bool special);
+// The same with every option of AddedToken (content, special, normalized, lstrip, rstrip, single_word);
+// ids and `match` are filled in here.
+int add_tokens(Tokenizer& tok, std::vector<AddedToken> tokens);
 
 int64_t vocab_size(const Tokenizer& tok);  // model vocabulary plus added tokens
 // The tokenizer's normalizer applied to text (the identity when it has none).

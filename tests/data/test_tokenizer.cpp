@@ -69,6 +69,30 @@ void expect_section_matches(const Tokenizer& tok, const json& sec, const json& t
   }
 }
 
+// Adds the fixture's token specs (all AddedToken options) and compares ids and decodes.
+void expect_added_variants_match(Tokenizer tok, const json& sec, const std::string& name) {
+  std::vector<AddedToken> specs;
+  for (const auto& s : sec["specs"]) {
+    AddedToken a;
+    a.content = s["content"];
+    a.special = s.value("special", false);
+    a.normalized = s.value("normalized", !a.special);
+    a.lstrip = s.value("lstrip", false);
+    a.rstrip = s.value("rstrip", false);
+    a.single_word = s.value("single_word", false);
+    specs.push_back(a);
+  }
+  add_tokens(tok, specs);
+  for (const auto& [content, id] : sec["token_ids"].items()) EXPECT_EQ(token_to_id(tok, content), id.get<int32_t>()) << name;
+  for (size_t i = 0; i < sec["texts"].size(); ++i) {
+    const std::string text = sec["texts"][i];
+    const Ids ids = encode(tok, text);
+    EXPECT_EQ(ids, ids_of(sec["ids"][i])) << name << " text " << i << ": " << json(text).dump();
+    EXPECT_EQ(decode(tok, ids, false), sec["decode"][i].get<std::string>()) << name << " decode text " << i;
+    EXPECT_EQ(decode(tok, ids, true), sec["decode_skip"][i].get<std::string>()) << name << " decode(skip) text " << i;
+  }
+}
+
 void expect_batch_matches(const Tokenizer& tok, const json& b, const std::string& name) {
   BatchOptions o;
   o.max_length = b["max_length"];
@@ -140,6 +164,7 @@ TEST(TokenizerBpe, TinyTokenizerJsonMatchesHF) {
   EXPECT_EQ(tok.suffix_ids, (Ids{2}));
   EXPECT_EQ(tok.pad_id, 1);
   expect_section_matches(tok, sec, sec["texts"], "tiny_bpe");
+  expect_added_variants_match(tok, sec["added"], "tiny_bpe added tokens");
 }
 
 TEST(TokenizerUnigram, TinyTokenizerJsonMatchesHF) {
@@ -352,6 +377,7 @@ TEST(TokenizerT5, MatchesHuggingFaceOnTheCorpus) {
     EXPECT_EQ(encode(added, text), ids_of(sec["added"]["text_ids"][i])) << text;
     EXPECT_EQ(decode(added, encode(added, text), true), sec["added"]["decode_skip"][i].get<std::string>()) << text;
   }
+  expect_added_variants_match(tok, sec["added_variants"], "t5 added tokens");
   for (const auto& b : sec["batches"]) expect_batch_matches(tok, b, "t5 batch");
   expect_error([&] { decode(tok, {8, 40000}); }, {"unknown token id 40000", "32100"});
 }

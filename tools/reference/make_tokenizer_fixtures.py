@@ -114,6 +114,20 @@ def die(msg):
     sys.exit(msg)
 
 
+def added_variants(tok, specs, parts, n, seed):
+    """Adds tokens with the given options, then records the ids of random concatenations of `parts`."""
+    tok.add_tokens([tokenizers.AddedToken(s["content"], single_word=s.get("single_word", False),
+                                          lstrip=s.get("lstrip", False), rstrip=s.get("rstrip", False),
+                                          normalized=s.get("normalized", not s.get("special", False)),
+                                          special=s.get("special", False)) for s in specs])
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 6))) for _ in range(n)]
+    return {"specs": specs, "token_ids": {s["content"]: tok.token_to_id(s["content"]) for s in specs},
+            "texts": texts, "ids": [tok.encode(t).ids for t in texts],
+            "decode": [tok.decode(tok.encode(t).ids, skip_special_tokens=False) for t in texts],
+            "decode_skip": [tok.decode(tok.encode(t).ids, skip_special_tokens=True) for t in texts]}
+
+
 def gpt2_section(d):
     enc, merges = os.path.join(d, "encoder.json"), os.path.join(d, "vocab.bpe")
     tok = Tokenizer(models.BPE.from_file(enc, merges))
@@ -176,6 +190,13 @@ def t5_section(path):
                     "ids": {t: tok.token_to_id(t) for t in special + plain},
                     "texts": added_texts, "text_ids": [tok.encode(t).ids for t in added_texts],
                     "decode_skip": [tok.decode(tok.encode(t).ids, skip_special_tokens=True) for t in added_texts]}
+    # Normalized added tokens are matched after T5's normalizer (full-width XY is matched as XY) and
+    # decoded as their normalized form; a special one with rstrip.
+    variant = Tokenizer.from_file(path)
+    specs = [{"content": "ＸＹ", "normalized": True}, {"content": "Hello", "normalized": True},
+             {"content": " spaced ", "normalized": True}, {"content": "<V>", "rstrip": True, "special": True}]
+    parts = ["ＸＹ", "XY", "Hello", "hello", " spaced ", "<V>", " ", "\t", "x", "the", "日本", "a cat"]
+    sec["added_variants"] = added_variants(variant, specs, parts, 30, seed=6)
     batches = []
     batch_texts = ["Hello world", "what is the man holding in his hand?", "x", ""]
     for side, max_len in [("right", 8), ("left", 5)]:
@@ -186,13 +207,11 @@ def t5_section(path):
         batches.append({"texts": batch_texts, "max_length": max_len, "padding_side": side, "pad_id": 0,
                         "ids": [e.ids for e in b], "attention_mask": [e.attention_mask for e in b]})
     sec["batches"] = batches
-    # transformers' fast T5 tokenizer on the same file must agree on ids (with </s>).
-    tf = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path)) if os.path.exists(
-        os.path.join(os.path.dirname(path), "tokenizer_config.json")) else None
-    if tf is not None:
-        for text, ids in zip(CORPUS, sec["ids"]):
-            if tf(text)["input_ids"] != ids:
-                die(f"T5: transformers disagrees on {text!r}")
+    # transformers' T5 tokenizer on the same file must agree on the ids (with </s>).
+    tf = transformers.T5Tokenizer(tokenizer_file=path)
+    for text, ids in list(zip(CORPUS, sec["ids"])) + list(zip(RANDOM_TEXTS, sec["random_ids"])):
+        if tf(text)["input_ids"] != ids:
+            die(f"T5: transformers and tokenizers disagree on {text!r}")
     return sec
 
 
@@ -225,6 +244,13 @@ def tiny_bpe():
         sec["ids_no_special"].append(tok.encode(t, add_special_tokens=False).ids)
         sec["decode"].append(tok.decode(e.ids, skip_special_tokens=False))
         sec["decode_skip"].append(tok.decode(e.ids, skip_special_tokens=True))
+    # Added tokens with every matching option (single_word, lstrip, rstrip, special or not).
+    specs = [{"content": "cat", "single_word": True}, {"content": "[R]", "rstrip": True},
+             {"content": "[L]", "lstrip": True}, {"content": "[B]", "lstrip": True, "rstrip": True, "special": True},
+             {"content": "dog", "single_word": True, "special": True}, {"content": "he"}]
+    parts = ["cat", "cats", "a cat", "concat", "cat.", "[R]", "[L]", "[B]", "dog", " ", "  ", "\t", "x", "the",
+             "lower", "_dog"]
+    sec["added"] = added_variants(tok, specs, parts, 40, seed=5)
     return sec
 
 
