@@ -46,7 +46,10 @@ std::shared_ptr<PrecompiledCharsmap> parse_precompiled_charsmap(const std::strin
 // replaced when the map has an entry for a prefix of it.
 std::string precompiled_normalize(const PrecompiledCharsmap& map, std::string_view s);
 
-// libsentencepiece (a .model file): ids, pieces and decoding come from the library.
+// libsentencepiece (a .model file): ids, pieces and decoding come from the library. load_tokenizer makes
+// the model's control pieces and <unk> special tokens and appends </s> (HF T5Tokenizer's convention). T5's
+// spiece.model has no sentinels: add_tokens(tok, {"<extra_id_99>", ..., "<extra_id_0>"}, true), in that
+// order, gives them HF's ids 32000 ... 32099.
 std::shared_ptr<const SentencePieceModel> load_sentencepiece_model(const std::string& path);
 int64_t sentencepiece_size(const SentencePieceModel& model);
 int32_t sentencepiece_piece_to_id(const SentencePieceModel& model, std::string_view piece);  // -1 when absent
