@@ -462,7 +462,7 @@ BatchEncoding pad_sequences(std::vector<std::vector<int32_t>> seqs, const BatchO
   for (int64_t i = 0; i < batch; ++i) {
     const auto& s = seqs[i];
     const size_t pad = len - s.size();
-    const size_t first = o.padding_side == Side::Left ? pad : 0;
+    const size_t first = o.padding_side == BatchOptions::Side::Left ? pad : 0;
     for (size_t j = 0; j < len; ++j) {
       const bool real = j >= first && j < first + s.size();
       ids[i * int64_t(len) + j] = real ? s[j - first] : pad_id;
@@ -473,9 +473,9 @@ BatchEncoding pad_sequences(std::vector<std::vector<int32_t>> seqs, const BatchO
   return b;
 }
 
-void truncate(std::vector<int32_t>& ids, size_t keep, Side side) {
+void truncate(std::vector<int32_t>& ids, size_t keep, BatchOptions::Side side) {
   if (ids.size() <= keep) return;
-  if (side == Side::Right) {
+  if (side == BatchOptions::Side::Right) {
     ids.resize(keep);
   } else {
     ids.erase(ids.begin(), ids.end() - keep);

@@ -118,9 +118,8 @@ std::vector<std::string> tokenize(const Tokenizer& tok, std::string_view text, b
 // Throws naming the id when one is outside the vocabulary.
 std::string decode(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip_special_tokens = false);
 
-enum class Side { Right, Left };
-
 struct BatchOptions {
+  enum class Side { Right, Left };
   bool add_special_tokens = true;
   int64_t max_length = -1;         // truncate to at most this many ids, special tokens included; -1: none
   Side truncation_side = Side::Right;

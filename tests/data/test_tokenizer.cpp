@@ -96,7 +96,7 @@ void expect_added_variants_match(Tokenizer tok, const json& sec, const std::stri
 void expect_batch_matches(const Tokenizer& tok, const json& b, const std::string& name) {
   BatchOptions o;
   o.max_length = b["max_length"];
-  o.padding_side = b["padding_side"] == "left" ? Side::Left : Side::Right;
+  o.padding_side = b["padding_side"] == "left" ? BatchOptions::Side::Left : BatchOptions::Side::Right;
   o.pad_id = b["pad_id"];
   const BatchEncoding enc = encode_batch(tok, b["texts"].get<std::vector<std::string>>(), o);
   const auto ids = b["ids"].get<std::vector<std::vector<int64_t>>>();
@@ -218,14 +218,14 @@ TEST(TokenizerBatch, PaddingTruncationAndMasks) {
   EXPECT_EQ(std::vector<double>(m.begin() + a.size(), m.begin() + 2 * a.size()), mask1);
   EXPECT_EQ(enc.ids[0], a);
   // Left padding, truncation to 3 keeps <s>, the first token and </s>.
-  o.padding_side = Side::Left;
+  o.padding_side = BatchOptions::Side::Left;
   o.max_length = 3;
   enc = encode_batch(tok, texts, o);
   EXPECT_EQ(enc.ids[0], (Ids{0, a[1], 2}));
   EXPECT_TRUE(test::values_are(enc.input_ids, {0, double(a[1]), 2, 0, double(b[1]), 2, 1, 0, 2}, 0));
   EXPECT_TRUE(test::values_are(enc.attention_mask, {1, 1, 1, 1, 1, 1, 0, 1, 1}, 0));
   // Left truncation keeps the end of the text.
-  o.truncation_side = Side::Left;
+  o.truncation_side = BatchOptions::Side::Left;
   enc = encode_batch(tok, texts, o);
   EXPECT_EQ(enc.ids[0], (Ids{0, a[a.size() - 2], 2}));
   // Pad to max_length with a given pad id, no special tokens.
