@@ -136,7 +136,7 @@ struct BatchEncoding {
 
 BatchEncoding encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts, const BatchOptions& options = {});
 // Truncates and pads sequences that are already ids (e.g. decoder targets) the same way; special
-// tokens are not added. pad_id must be given or be the tokenizer's.
+// tokens are not added; options.pad_id must be set when padding is needed.
 BatchEncoding pad_batch(const std::vector<std::vector<int32_t>>& sequences, const BatchOptions& options);
 
 }  // namespace vlp
