@@ -77,11 +77,31 @@ const std::unordered_set<std::string>& abbreviations() {
 
 // "u.s", "e.g", "a.m": letters with inner periods; a single letter; or a listed abbreviation.
 bool keeps_period(const std::string& core) {
-  if (core.empty()) return false;
+  if (core.empty() || core.back() == '.') return false;
   if (core.size() == 1) return is_ascii_letter(core[0]);
   bool letters_and_periods = std::all_of(core.begin(), core.end(), [](char c) { return is_letter(c) || c == '.'; });
   if (letters_and_periods && core.find('.') != std::string::npos && core.front() != '.') return true;
   return abbreviations().count(lower_ascii(core)) > 0;
+}
+
+// The part of a chunk after its last inner separator ("w" in "A&w"): what a final period attaches to.
+std::string last_segment(const std::string& s) {
+  auto upper = [](char c) { return c >= 'A' && c <= 'Z'; };
+  size_t i = s.size();
+  while (i > 0) {
+    char c = s[i - 1];
+    bool word_char = is_alnum(c) || c == '.' || c == '\'' || c == '-' || c == '/';
+    bool acronym_joiner = (c == '&' || c == '+') && i >= 2 && i < s.size() && upper(s[i - 2]) && upper(s[i]);  // A&W
+    if (!word_char && !acronym_joiner) break;
+    --i;
+  }
+  return s.substr(i);
+}
+
+size_t run_length_back(const std::string& s, char c) {
+  size_t n = 0;
+  while (n < s.size() && s[s.size() - 1 - n] == c) ++n;
+  return n;
 }
 
 bool is_clitic(const std::string& lower) {
@@ -131,6 +151,13 @@ void split_word(const std::string& word, std::vector<std::string>& out) {
       out.push_back(word.substr(size_t(cut)));
       return;
     }
+  size_t n_pos = l.find("'n'");
+  if (n_pos != std::string::npos && n_pos > 0 && n_pos + 3 < l.size()) {  // rock'n'roll -> rock 'n' roll
+    out.push_back(word.substr(0, n_pos));
+    out.push_back(word.substr(n_pos, 3));
+    split_word(word.substr(n_pos + 3), out);
+    return;
+  }
   if (l == "y'all") {
     out.push_back(word.substr(0, 2));
     out.push_back(word.substr(2));
@@ -192,7 +219,10 @@ bool find_separator(const std::string& s, size_t& pos, size_t& len, std::string&
       pos = i, len = run_length(s, i, '.'), token = "...";
       return true;
     }
-    if (((c == ',' || c == ':') && !(digit_before && digit_after)) || c == ';' || c == '+' || c == '=' || c == '*') {
+    // "A+B" between capitals stays whole (acronym-like, as in the Java lexer); "a+b" splits.
+    bool capitals_around = i > 0 && i + 1 < s.size() && s[i - 1] >= 'A' && s[i - 1] <= 'Z' && s[i + 1] >= 'A' && s[i + 1] <= 'Z';
+    if (((c == ',' || c == ':') && !(digit_before && digit_after)) || c == ';' || ((c == '+' || c == '&') && !capitals_around && i > 0 && is_alnum(s[i - 1]) && i + 1 < s.size() && is_alnum(s[i + 1])) || c == '=' ||
+        c == '*') {
       pos = i, len = 1, token = std::string(1, c);
       return true;
     }
@@ -220,8 +250,17 @@ void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out) {
     return;
   }
   std::vector<std::string> front, back;  // back in reverse order
-  // Peel leading punctuation.
-  while (!s.empty() && !is_apostrophe_word(s) && !is_clitic(lower_ascii(s))) {
+  // Peel leading punctuation (an apostrophe word like '90s keeps its apostrophe even with trailing
+  // punctuation, so look at the word without it).
+  auto strip_trailing = [](std::string w, bool keep_apostrophe) {
+    while (!w.empty() && !is_alnum(w.back()) && !(keep_apostrophe && w.back() == '\'')) w.pop_back();
+    return w;
+  };
+  auto keeps_leading_apostrophe = [&](const std::string& w) {
+    std::string with = strip_trailing(w, true), without = strip_trailing(w, false);
+    return is_apostrophe_word(with) || is_apostrophe_word(without) || is_clitic(lower_ascii(without));
+  };
+  while (!s.empty() && !keeps_leading_apostrophe(s)) {
     char c = s[0];
     size_t take = 0;
     std::string tok;
@@ -231,7 +270,7 @@ void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out) {
     else if (bracket_token(c)) take = 1, tok = bracket_token(c);
     else if (c == '`') take = 1, tok = "`";
     else if (c == '\'') {
-      std::string l = lower_ascii(s);
+      std::string l = lower_ascii(strip_trailing(s, false));
       if (l == "'tis" || l == "'twas") take = 2, tok = s.substr(0, 2);
       else take = 1, tok = "`";
     } else if (c == '$' || (c == '#' && s.size() > 1 && is_digit(s[1]))) take = 1, tok = std::string(1, c);
@@ -257,8 +296,12 @@ void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out) {
     else if (c == '"') take = 1, tok = "''";
     else if (bracket_token(c)) take = 1, tok = bracket_token(c);
     else if (c == '\'') take = 1, tok = "'";
-    else if (c == '.' && n >= 3 && s.compare(n - 3, 3, "...") == 0) take = 3, tok = "...";
-    else if (c == '.' && !keeps_period(s.substr(0, n - 1))) take = 1, tok = ".";
+    else if (c == '.' && run_length_back(s, '.') >= 2 && keeps_period(last_segment(s.substr(0, n - run_length_back(s, '.'))))) {
+      // "a..." -> "a." ". .", "mr...." -> "mr." "...": the abbreviation keeps one period.
+      size_t extra = run_length_back(s, '.') - 1;
+      take = extra >= 3 ? 3 : 1, tok = extra >= 3 ? "..." : ".";
+    } else if (c == '.' && n >= 3 && s.compare(n - 3, 3, "...") == 0) take = 3, tok = "...";
+    else if (c == '.' && !keeps_period(last_segment(s.substr(0, n - 1)))) take = 1, tok = ".";
     else if (c == '-' && n >= 2 && s[n - 2] == '-') {
       while (take < n && s[n - 1 - take] == '-') ++take;
       tok = "--";
