@@ -6,6 +6,7 @@
 #include "data/ptb_tokenize.h"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_set>
 
 namespace vlp::data {
@@ -206,40 +207,29 @@ void split_word(const std::string& word, std::vector<std::string>& out) {
 
 void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out);
 
-// Finds the first inner separator of s (after peeling). Returns its start and length and the token.
-bool find_separator(const std::string& s, size_t& pos, size_t& len, std::string& token) {
+// The first inner separator of a chunk (after peeling): where it starts, how long it is, its token.
+struct Separator {
+  size_t pos = 0, len = 0;
+  std::string token;
+};
+
+std::optional<Separator> find_separator(const std::string& s) {
   for (size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     bool digit_before = i > 0 && is_digit(s[i - 1]), digit_after = i + 1 < s.size() && is_digit(s[i + 1]);
-    if (c == '-' && run_length(s, i, '-') >= 2) {
-      pos = i, len = run_length(s, i, '-'), token = "--";
-      return true;
-    }
-    if (c == '.' && run_length(s, i, '.') >= 3) {
-      pos = i, len = run_length(s, i, '.'), token = "...";
-      return true;
-    }
+    if (c == '-' && run_length(s, i, '-') >= 2) return Separator{i, run_length(s, i, '-'), "--"};
+    if (c == '.' && run_length(s, i, '.') >= 3) return Separator{i, run_length(s, i, '.'), "..."};
     // "A+B" between capitals stays whole (acronym-like, as in the Java lexer); "a+b" splits.
     bool capitals_around = i > 0 && i + 1 < s.size() && s[i - 1] >= 'A' && s[i - 1] <= 'Z' && s[i + 1] >= 'A' && s[i + 1] <= 'Z';
-    if (((c == ',' || c == ':') && !(digit_before && digit_after)) || c == ';' || ((c == '+' || c == '&') && !capitals_around && i > 0 && is_alnum(s[i - 1]) && i + 1 < s.size() && is_alnum(s[i + 1])) || c == '=' ||
-        c == '*') {
-      pos = i, len = 1, token = std::string(1, c);
-      return true;
-    }
-    if (const char* b = bracket_token(c)) {
-      pos = i, len = 1, token = b;
-      return true;
-    }
-    if (c == '"') {
-      pos = i, len = 1, token = i > 0 && is_alnum(s[i - 1]) ? "''" : "``";
-      return true;
-    }
-    if (c == '\'' && digit_before && digit_after) {
-      pos = i, len = 1, token = "'";
-      return true;
-    }
+    bool between_alnum = i > 0 && is_alnum(s[i - 1]) && i + 1 < s.size() && is_alnum(s[i + 1]);
+    if (((c == ',' || c == ':') && !(digit_before && digit_after)) || c == ';' || c == '=' || c == '*' ||
+        ((c == '+' || c == '&') && !capitals_around && between_alnum))
+      return Separator{i, 1, std::string(1, c)};
+    if (const char* b = bracket_token(c)) return Separator{i, 1, b};
+    if (c == '"') return Separator{i, 1, i > 0 && is_alnum(s[i - 1]) ? "''" : "``"};
+    if (c == '\'' && digit_before && digit_after) return Separator{i, 1, "'"};
   }
-  return false;
+  return std::nullopt;
 }
 
 void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out) {
@@ -316,12 +306,10 @@ void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out) {
   }
   out.insert(out.end(), front.begin(), front.end());
   if (!s.empty()) {
-    size_t pos = 0, len = 0;
-    std::string sep;
-    if (find_separator(s, pos, len, sep)) {
-      tokenize_chunk(s.substr(0, pos), out);
-      out.push_back(sep);
-      tokenize_chunk(s.substr(pos + len), out);
+    if (auto sep = find_separator(s)) {
+      tokenize_chunk(s.substr(0, sep->pos), out);
+      out.push_back(sep->token);
+      tokenize_chunk(s.substr(sep->pos + sep->len), out);
     } else {
       split_word(s, out);
     }
