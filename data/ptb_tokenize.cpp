@@ -205,8 +205,6 @@ void split_word(const std::string& word, std::vector<std::string>& out) {
   out.insert(out.end(), tail.rbegin(), tail.rend());
 }
 
-void tokenize_chunk(const std::string& chunk, std::vector<std::string>& out);
-
 // The first inner separator of a chunk (after peeling): where it starts, how long it is, its token.
 struct Separator {
   size_t pos = 0, len = 0;

@@ -16,6 +16,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A scratch directory removed when the test ends.
+struct Scratch {
+  fs::path path;
+  explicit Scratch(const std::string& name) : path(test::temp_dir(name)) {}
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  operator const fs::path&() const { return path; }
+  std::string string() const { return path.string(); }
+  fs::path operator/(const std::string& rel) const { return path / rel; }
+};
+
 std::string write(const fs::path& dir, const std::string& name, const std::string& content) {
   fs::path p = dir / name;
   fs::create_directories(p.parent_path());
@@ -61,7 +74,7 @@ std::string annotations(const std::string& extra = "") {
 }
 
 TEST(VqaOfficial, JoinsQuestionsAndAnnotations) {
-  auto dir = test::temp_dir("vqa_official");
+  Scratch dir("vqa_official");
   auto q = write(dir, "q.json", kQuestions), a = write(dir, "a.json", annotations());
   VqaSet set = load_vqa_official(q, a);
   ASSERT_EQ(set.examples.size(), 3u);
@@ -90,7 +103,7 @@ TEST(VqaOfficial, JoinsQuestionsAndAnnotations) {
 }
 
 TEST(VqaOfficial, QuestionsWithoutAnnotationsAndTestDevImages) {
-  auto dir = test::temp_dir("vqa_testdev");
+  Scratch dir("vqa_testdev");
   std::string text = kQuestions;
   text.replace(text.find("val2014"), 7, "test-dev2015");
   VqaSet set = load_vqa_official(write(dir, "q.json", text));
@@ -100,7 +113,7 @@ TEST(VqaOfficial, QuestionsWithoutAnnotationsAndTestDevImages) {
 }
 
 TEST(VqaOfficial, VocabularyDropsOutsideAnswers) {
-  auto dir = test::temp_dir("vqa_vocab_drop");
+  Scratch dir("vqa_vocab_drop");
   AnswerVocab vocab;
   for (std::string a : {"2", "3", "red", "no", "yes"}) vocab.index_of[a] = vocab.size(), vocab.answers.push_back(a);
   LoadOptions opt;
@@ -112,7 +125,7 @@ TEST(VqaOfficial, VocabularyDropsOutsideAnswers) {
 }
 
 TEST(VqaOfficial, MissingAnnotationIsAnErrorOrASkip) {
-  auto dir = test::temp_dir("vqa_missing_ann");
+  Scratch dir("vqa_missing_ann");
   std::string q = kQuestions;
   q.replace(q.find("7000"), 4, "7777");
   auto qp = write(dir, "q.json", q), ap = write(dir, "a.json", annotations());
@@ -127,7 +140,7 @@ TEST(VqaOfficial, MissingAnnotationIsAnErrorOrASkip) {
 }
 
 TEST(VqaOfficial, UnknownImageWithAnIndex) {
-  auto dir = test::temp_dir("vqa_unknown_image");
+  Scratch dir("vqa_unknown_image");
   ImageIndex index;
   index.path_of["COCO_val2014_000000000042"] = "/x/COCO_val2014_000000000042.jpg";
   LoadOptions opt;
@@ -141,7 +154,7 @@ TEST(VqaOfficial, UnknownImageWithAnIndex) {
 }
 
 TEST(DatasetFiles, MissingFileAndTruncatedJson) {
-  auto dir = test::temp_dir("bad_files");
+  Scratch dir("bad_files");
   expect_error([&] { load_vqa_karpathy((dir / "nope.json").string()); }, {"cannot open", "nope.json", "no such file"});
   std::string full = R"([{"img_id": "COCO_val2014_000000000042", "question_id": 1, "sent": "q?", "label": {"yes": 1}}])";
   auto p = write(dir, "cut.json", full.substr(0, full.size() / 2));
@@ -159,7 +172,7 @@ const char* kKarpathy = R"([
  {"img_id": "COCO_val2014_000000000043", "question_id": 43000, "sent": "Any label?", "label": {}}])";
 
 TEST(VqaKarpathy, LoadsLabelDicts) {
-  auto dir = test::temp_dir("vqa_karpathy");
+  Scratch dir("vqa_karpathy");
   VqaSet set = load_vqa_karpathy(write(dir, "k.json", kKarpathy));
   ASSERT_EQ(set.examples.size(), 3u);
   const VqaExample& e = set.examples[0];
@@ -175,7 +188,7 @@ TEST(VqaKarpathy, LoadsLabelDicts) {
 }
 
 TEST(VqaKarpathy, LabelOutsideTheVocabulary) {
-  auto dir = test::temp_dir("vqa_karpathy_vocab");
+  Scratch dir("vqa_karpathy_vocab");
   auto path = write(dir, "k.json", kKarpathy);
   AnswerVocab vocab;
   for (std::string a : {"net", "netting", "2"}) vocab.index_of[a] = vocab.size(), vocab.answers.push_back(a);
@@ -195,7 +208,7 @@ TEST(VqaKarpathy, LabelOutsideTheVocabulary) {
 }
 
 TEST(VqaKarpathy, BadFieldsNameTheField) {
-  auto dir = test::temp_dir("vqa_karpathy_fields");
+  Scratch dir("vqa_karpathy_fields");
   expect_error([&] { load_vqa_karpathy(write(dir, "a.json", R"([{"img_id": "x", "question_id": "1", "sent": "q"}])")); },
                {"a.json", "record 0", "'question_id'", "not an integer"});
   expect_error([&] { load_vqa_karpathy(write(dir, "b.json", R"([{"img_id": "x", "question_id": 1}])")); },
@@ -205,7 +218,7 @@ TEST(VqaKarpathy, BadFieldsNameTheField) {
 }
 
 TEST(AnswerVocab, LoadsAndChecksBothFiles) {
-  auto dir = test::temp_dir("vocab");
+  Scratch dir("vocab");
   auto a2l = write(dir, "ans2label.json", R"({"yes": 0, "no": 1, "2": 2})");
   AnswerVocab v = load_answer_vocab(a2l, write(dir, "label2ans.json", R"(["yes", "no", "2"])"));
   EXPECT_EQ(v.size(), 3);
@@ -229,7 +242,7 @@ TEST(AnswerVocab, ClassifierTargets) {
 }
 
 TEST(Gqa, OfficialQuestionsInIdOrder) {
-  auto dir = test::temp_dir("gqa");
+  Scratch dir("gqa");
   auto p = write(dir, "testdev_balanced_questions.json", R"({
     "201307251": {"imageId": "n15740", "question": "Is the sky blue?", "answer": "yes", "fullAnswer": "Yes, it is.",
                   "isBalanced": true, "types": {"structural": "verify"}},
@@ -250,7 +263,7 @@ TEST(Gqa, OfficialQuestionsInIdOrder) {
 }
 
 TEST(Gqa, PreprocessedList) {
-  auto dir = test::temp_dir("gqa_pre");
+  Scratch dir("gqa_pre");
   auto p = write(dir, "testdev.json", R"([
     {"img_id": "n161313", "question_id": "201640614", "sent": "Who is wearing the shirt?", "label": {"man": 1.0}},
     {"img_id": "2354786", "question_id": 5, "sent": "Submit question?"}])");
@@ -262,7 +275,7 @@ TEST(Gqa, PreprocessedList) {
 }
 
 TEST(Nlvr2, OfficialJsonLines) {
-  auto dir = test::temp_dir("nlvr2");
+  Scratch dir("nlvr2");
   auto p = write(dir, "train.json",
                  R"({"identifier": "train-10171-0-0", "sentence": "An image shows one dog.", "label": "True", "left_url": "u", "right_url": "v", "synset": "dog", "query": "q", "writer": "w", "directory": 12})"
                  "\n\n"
@@ -286,7 +299,7 @@ TEST(Nlvr2, OfficialJsonLines) {
 }
 
 TEST(Nlvr2, BadRecords) {
-  auto dir = test::temp_dir("nlvr2_bad");
+  Scratch dir("nlvr2_bad");
   auto p = write(dir, "dev.json",
                  R"({"identifier": "dev-1-0-0", "sentence": "s", "label": "True"})"
                  "\n"
@@ -304,7 +317,7 @@ TEST(Nlvr2, BadRecords) {
 }
 
 TEST(Nlvr2, PreprocessedList) {
-  auto dir = test::temp_dir("nlvr2_pre");
+  Scratch dir("nlvr2_pre");
   Nlvr2Set set = load_nlvr2_preprocessed(write(dir, "valid.json", R"([
     {"identifier": "dev-850-0-0", "img0": "dev-850-0-img0", "img1": "dev-850-0-img1", "label": 1, "sent": "Two dogs.", "uid": "nlvr2_dev_0"},
     {"identifier": "dev-850-1-0", "img0": "dev-850-1-img0", "img1": "dev-850-1-img1", "label": 0, "sent": "Two dogs.", "uid": "nlvr2_dev_1"}])"));
@@ -326,7 +339,7 @@ const char* kDatasetCoco = R"({"dataset": "coco", "images": [
    "sentids": [3, 4], "sentences": [{"raw": "A cat.", "imgid": 2, "sentid": 3}, {"raw": "  ", "imgid": 2, "sentid": 4}]}]})";
 
 TEST(Coco, KarpathySplits) {
-  auto dir = test::temp_dir("coco_karpathy");
+  Scratch dir("coco_karpathy");
   auto p = write(dir, "dataset_coco.json", kDatasetCoco);
   CocoCaptionSet test_split = load_coco_karpathy(p, {"test"});
   ASSERT_EQ(test_split.images.size(), 1u);
@@ -344,7 +357,7 @@ TEST(Coco, KarpathySplits) {
 }
 
 TEST(Coco, EmptyCaptionIsAnErrorOrASkippedCaption) {
-  auto dir = test::temp_dir("coco_empty");
+  Scratch dir("coco_empty");
   auto p = write(dir, "dataset_coco.json", kDatasetCoco);
   expect_error([&] { load_coco_karpathy(p, {"train", "restval"}); },
                {"dataset_coco.json", "COCO_val2014_000000000010.jpg", "sentence 1", "sentid 4", "empty caption"});
@@ -357,7 +370,7 @@ TEST(Coco, EmptyCaptionIsAnErrorOrASkippedCaption) {
 }
 
 TEST(Coco, CocoFormatCaptions) {
-  auto dir = test::temp_dir("coco_format");
+  Scratch dir("coco_format");
   auto p = write(dir, "captions_val2014.json", R"({"info": {}, "licenses": [],
     "images": [{"id": 42, "file_name": "COCO_val2014_000000000042.jpg", "width": 640, "height": 480},
                {"id": 7, "file_name": "COCO_val2014_000000000007.jpg"}],
@@ -380,7 +393,7 @@ TEST(ImagePaths, TemplatesIndexesAndFeatures) {
   expect_error([&] { image_path_template("/r/{split}/{id}.jpg")("2354786"); }, {"2354786", "no split"});
   expect_error([&] { image_path_template("/r/images"); }, {"{id}"});
 
-  auto dir = test::temp_dir("image_index");
+  Scratch dir("image_index");
   write(dir, "train2014/COCO_train2014_000000000001.jpg", "x");
   write(dir, "val2014/sub/COCO_val2014_000000000002.PNG", "x");
   write(dir, "notes.txt", "x");

@@ -31,6 +31,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A scratch directory removed when the test ends.
+struct Scratch {
+  fs::path path;
+  explicit Scratch(const std::string& name) : path(test::temp_dir(name)) {}
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  operator const fs::path&() const { return path; }
+  std::string string() const { return path.string(); }
+  fs::path operator/(const std::string& rel) const { return path / rel; }
+};
+
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::ostringstream os;
@@ -166,7 +179,7 @@ TEST(Synthetic, RenderScene) {
 }
 
 TEST(Synthetic, OfficialFormatsReadBackWithoutSkips) {
-  auto dir = test::temp_dir("synthetic_default");
+  Scratch dir("synthetic_default");
   auto t0 = std::chrono::steady_clock::now();
   SyntheticSummary sum = make_synthetic_data(dir.string());
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -249,7 +262,7 @@ TEST(Synthetic, OfficialFormatsReadBackWithoutSkips) {
 }
 
 TEST(Synthetic, DeterministicInTheSeed) {
-  auto a = test::temp_dir("synthetic_a"), b = test::temp_dir("synthetic_b"), c = test::temp_dir("synthetic_c");
+  Scratch a("synthetic_a"), b("synthetic_b"), c("synthetic_c");
   SyntheticOptions small;
   small.coco_train = 6, small.coco_restval = 2, small.coco_val = 2, small.coco_test = 2;
   small.gqa_train = 4, small.gqa_val = 2, small.gqa_testdev = 2;
@@ -264,14 +277,14 @@ TEST(Synthetic, DeterministicInTheSeed) {
   // An image does not depend on how many others are made.
   small.seed = 0;
   small.coco_train = 7;
-  auto d = test::temp_dir("synthetic_d");
+  Scratch d("synthetic_d");
   make_synthetic_data(d.string(), small);
   EXPECT_EQ(slurp(a / "coco/train2014/COCO_train2014_000000000003.jpg"), slurp(d / "coco/train2014/COCO_train2014_000000000003.jpg"));
   EXPECT_THROW(make_synthetic_data(d.string(), SyntheticOptions{.image_size = 8}), Error);
 }
 
 TEST(Synthetic, NeedsVisionAndIsAnswerableFromPixels) {
-  auto dir = test::temp_dir("synthetic_large");
+  Scratch dir("synthetic_large");
   SyntheticOptions opt;
   opt.coco_train = 500, opt.coco_restval = 0, opt.coco_val = 0, opt.coco_test = 0;
   opt.gqa_train = 300, opt.gqa_val = 0, opt.gqa_testdev = 0;
