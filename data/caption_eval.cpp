@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "data/datasets.h"
 #include "data/metrics.h"
 #include "data/ptb_tokenize.h"
 #include "runtime/error.h"
@@ -233,6 +234,25 @@ CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items) {
     items.push_back(std::move(t));
   }
   return caption_scores(items);
+}
+
+std::vector<CaptionItem> coco_caption_items(const std::vector<CocoImage>& images,
+                                            const std::unordered_map<std::string, std::string>& predictions) {
+  std::vector<CaptionItem> items;
+  items.reserve(images.size());
+  for (const auto& img : images) {
+    auto it = predictions.find(img.image_id);
+    VLP_CHECK(it != predictions.end(), "caption evaluation: no prediction for image ", img.image_id);
+    items.push_back({it->second, img.captions});
+  }
+  VLP_CHECK(predictions.size() == images.size(), "caption evaluation: ", predictions.size(), " predictions for ",
+            images.size(), " images (one per image expected)");
+  return items;
+}
+
+CaptionScores coco_caption_scores(const std::vector<CocoImage>& images,
+                                  const std::unordered_map<std::string, std::string>& predictions) {
+  return caption_scores_raw(coco_caption_items(images, predictions));
 }
 
 }  // namespace vlp::data

@@ -176,4 +176,20 @@ VqaSet load_vqa_karpathy(const std::string& path, const LoadOptions& options) {
   return set;
 }
 
+void attach_official_answers(std::vector<VqaExample>& examples, const std::vector<VqaExample>& official) {
+  std::unordered_map<int64_t, const VqaExample*> by_id;
+  for (const auto& o : official) by_id[o.question_id] = &o;
+  for (auto& e : examples) {
+    auto it = by_id.find(e.question_id);
+    VLP_CHECK(it != by_id.end(), "attach_official_answers: question_id ", e.question_id, " (", e.image_id,
+              ") is not in the official annotations given (", official.size(), " questions)");
+    VLP_CHECK(!it->second->answers.empty(), "attach_official_answers: the official question_id ", e.question_id,
+              " has no answers (were its annotations loaded?)");
+    e.answers = it->second->answers;
+    e.multiple_choice_answer = it->second->multiple_choice_answer;
+    e.answer_type = it->second->answer_type;
+    e.question_type = it->second->question_type;
+  }
+}
+
 }  // namespace vlp::data

@@ -118,6 +118,12 @@ VqaSet load_vqa_official(const std::string& questions_path, const std::string& a
 // VL-T5 Karpathy-split json list ({img_id, question_id, sent, label, answer_type, question_type}).
 VqaSet load_vqa_karpathy(const std::string& path, const LoadOptions& options = {});
 
+// Karpathy-split examples carry no human answers; official accuracy on them joins on question_id with
+// the official annotations (data.md 1.2). Copies answers, answer and question type and
+// multiple_choice_answer from `official` (e.g. train2014 + val2014 loaded with annotations); a question
+// missing there is an error naming it.
+void attach_official_answers(std::vector<VqaExample>& examples, const std::vector<VqaExample>& official);
+
 // ---- GQA -----------------------------------------------------------------------------------------
 
 struct GqaExample {

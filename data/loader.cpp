@@ -98,6 +98,14 @@ std::vector<TrainExample> caption_train_examples(const std::vector<CocoImage>& i
   return out;
 }
 
+std::vector<TrainExample> caption_eval_examples(const std::vector<CocoImage>& images) {
+  std::vector<TrainExample> out;
+  out.reserve(images.size());
+  for (const auto& img : images)
+    out.push_back({img.image_id, "", {img.image_id}, img.captions, std::vector<double>(img.captions.size(), 1.0)});
+  return out;
+}
+
 std::string position_to_json(const LoaderPosition& p) {
   return nlohmann::json{{"epoch", p.epoch}, {"index", p.index}}.dump();
 }

@@ -59,6 +59,9 @@ std::vector<TrainExample> nlvr2_train_examples(const std::vector<Nlvr2Example>& 
 // Every (image, caption) pair an example.
 std::vector<TrainExample> caption_train_examples(const std::vector<CocoImage>& images);
 
+// Evaluation casting for captioning: one example per image, all its captions as targets (references).
+std::vector<TrainExample> caption_eval_examples(const std::vector<CocoImage>& images);
+
 // Per-task batch sizes from a base B0 (500 for VL-BART, 300 for VL-T5): VQA B0, GQA floor(B0*100/60),
 // NLVR2 floor(B0*20/60), captioning floor(B0*50/60).
 int64_t multitask_batch_size(Task task, int64_t base);

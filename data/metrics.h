@@ -109,6 +109,14 @@ CaptionScores caption_scores(const std::vector<CaptionItem>& items);
 // Tokenises candidates and references with ptb_tokenize first (data.md 6.5), then scores.
 CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items);
 
+// COCO captioning evaluation in one call: one item per image with all its reference captions and the
+// prediction for its image id (every image needs one), tokenised with ptb_tokenize, then scored.
+struct CocoImage;
+std::vector<CaptionItem> coco_caption_items(const std::vector<CocoImage>& images,
+                                            const std::unordered_map<std::string, std::string>& predictions);
+CaptionScores coco_caption_scores(const std::vector<CocoImage>& images,
+                                  const std::unordered_map<std::string, std::string>& predictions);
+
 // Python's round(x, 2) (correct rounding of the binary value, ties to even), for reports.
 double round2(double x);
 

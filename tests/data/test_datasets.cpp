@@ -217,6 +217,22 @@ TEST(VqaKarpathy, BadFieldsNameTheField) {
                {"c.json", "score of answer 'a'"});
 }
 
+TEST(VqaKarpathy, OfficialAccuracyThroughTheAnnotations) {
+  Scratch dir("vqa_attach");
+  VqaSet official = load_vqa_official(write(dir, "q.json", kQuestions), write(dir, "a.json", annotations()));
+  VqaSet karpathy = load_vqa_karpathy(write(dir, "k.json", R"([
+    {"img_id": "COCO_val2014_000000000007", "question_id": 7000, "sent": "Is it raining?", "label": {"no": 1}},
+    {"img_id": "COCO_val2014_000000000042", "question_id": 42001, "sent": "What color is the bus?", "label": {"red": 1}}])"));
+  attach_official_answers(karpathy.examples, official.examples);
+  EXPECT_EQ(karpathy.examples[0].answers.size(), 10u);
+  EXPECT_EQ(karpathy.examples[1].answer_type, "other");
+  std::unordered_map<int64_t, std::string> pred = {{7000, "no"}, {42001, "red"}};
+  EXPECT_NEAR(vqa_official_accuracy(karpathy.examples, pred, VqaVariant::legacy).overall, 1.0, 1e-12);
+  std::vector<VqaExample> orphan(1);
+  orphan[0].question_id = 5;
+  expect_error([&] { attach_official_answers(orphan, official.examples); }, {"question_id 5", "official annotations"});
+}
+
 TEST(AnswerVocab, LoadsAndChecksBothFiles) {
   Scratch dir("vocab");
   auto a2l = write(dir, "ans2label.json", R"({"yes": 0, "no": 1, "2": 2})");

@@ -179,6 +179,12 @@ TEST(Loader, TaskCasting) {
   EXPECT_EQ(gqa_train_examples({g})[0].scores, std::vector<double>{1.0});  // unweighted
   Nlvr2Example n;
   n.identifier = "dev-1-0-0", n.sentence = "S.", n.label = 0, n.image_ids[0] = "dev-1-0-img0", n.image_ids[1] = "dev-1-0-img1";
+  CocoImage img;
+  img.image_id = "COCO_val2014_000000000001", img.captions = {"A dog.", "A brown dog."};
+  auto te = caption_eval_examples({img});
+  ASSERT_EQ(te.size(), 1u);  // one entry per image, all references
+  EXPECT_EQ(te[0].targets, img.captions);
+  EXPECT_EQ(caption_train_examples({img}).size(), 2u);  // every caption an example
   auto tn = nlvr2_train_examples({n});
   EXPECT_EQ(tn[0].targets, std::vector<std::string>{"false"});
   EXPECT_EQ(tn[0].image_ids.size(), 2u);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "data/datasets.h"
 #include "data/metrics.h"
 #include "data/ptb_tokenize.h"
 #include "runtime/error.h"
@@ -126,6 +127,23 @@ TEST(CaptionMetrics, IdfDependsOnTheEvaluatedSet) {
   double subset = caption_scores(items).cider_d;
   EXPECT_NEAR(subset, sub["cider_d"].get<double>(), 1e-6);
   EXPECT_GT(std::abs(subset - (*good)["cider_d"].get<double>()), 0.01);
+}
+
+TEST(CaptionMetrics, CocoImagesAndPredictionsInOneCall) {
+  json fx = load_fixture("captions.json");
+  const json& good = fx["systems"][0];
+  std::vector<CocoImage> images(fx["references"].size());
+  std::unordered_map<std::string, std::string> pred;
+  for (size_t i = 0; i < images.size(); ++i) {
+    images[i].image_id = "img" + std::to_string(i);
+    images[i].captions = fx["references"][i].get<std::vector<std::string>>();
+    pred[images[i].image_id] = good["candidates"][i];
+  }
+  CaptionScores s = coco_caption_scores(images, pred);
+  EXPECT_NEAR(s.cider_d, good["cider_d"].get<double>(), 1e-6);
+  EXPECT_NEAR(s.rouge_l, good["rouge_l"].get<double>(), 1e-6);
+  pred.erase("img3");
+  EXPECT_THROW(coco_caption_scores(images, pred), Error);
 }
 
 TEST(CaptionMetrics, BadInputIsAnError) {
