@@ -217,7 +217,8 @@ TEST(Config, ParameterCountsEqualTransformers) {
   nlohmann::json counts;
   std::ifstream(test::model_fixture_dir("") + "param_counts.json") >> counts;
   const std::string configs = std::string(VLP_SOURCE_DIR) + "/configs/hf/";
-  EXPECT_EQ(num_parameters(read_gpt2_config(configs + "gpt2.json")), counts["gpt2"].get<int64_t>());
+  for (const char* name : {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"})
+    EXPECT_EQ(num_parameters(read_gpt2_config(configs + name + ".json")), counts[name].get<int64_t>()) << name;
   EXPECT_EQ(num_parameters(read_t5_config(configs + "t5-base.json")), counts["t5-base"].get<int64_t>());
   EXPECT_EQ(num_parameters(read_t5_config(configs + "t5-v1_1-base.json")), counts["t5-v1_1-base"].get<int64_t>());
   EXPECT_EQ(num_parameters(read_bart_config(configs + "bart-base.json")), counts["bart-base"].get<int64_t>());

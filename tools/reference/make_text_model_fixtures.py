@@ -1,7 +1,7 @@
 """Reference fixtures for the text backbones (models/gpt2, t5, bart) and generation (models/generate).
 
-Builds tiny random models with transformers' own config and model classes (2 layers, d_model 32, vocabulary
-100, fixed seeds), saves them the way Hugging Face does (config.json + model.safetensors via save_pretrained),
+Builds tiny random models with transformers' own config and model classes (2 layers, d_model 24, vocabulary
+96, fixed seeds, weights drawn wider than HF's init so that logits are not near-ties), saves them the way Hugging Face does (config.json + model.safetensors via save_pretrained),
 reloads them with from_pretrained, and records into tests/fixtures/models/<name>/fixture.safetensors:
 
   input_ids, attention_mask, labels          the batch (2 rows of different lengths, padding, -100 labels)
@@ -11,9 +11,9 @@ reloads them with from_pretrained, and records into tests/fixtures/models/<name>
   gen.input_ids, gen.attention_mask          a batch of 2 prompts of different lengths (left-padded for GPT-2)
   gen.<case>                                 generate() outputs for the cases in GENERATION_CASES
 
-It also writes configs/hf/{gpt2,t5-base,t5-v1_1-base,bart-base}.json from transformers' config classes with the
-published hyper-parameters, and tests/fixtures/models/param_counts.json with transformers' parameter counts of
-those four models (built on the meta device, no weights).
+It also writes configs/hf/{gpt2,gpt2-medium,gpt2-large,gpt2-xl,t5-base,t5-v1_1-base,bart-base}.json from
+transformers' config classes with the published hyper-parameters, and tests/fixtures/models/param_counts.json
+with transformers' parameter counts of those models (built on the meta device, no weights).
 
 Run:  tools/reference/.venv/bin/python tools/reference/make_text_model_fixtures.py   (from the repository root)
 """
@@ -246,7 +246,11 @@ def published_configs():
                            dropout=0.1, attention_dropout=0.1, activation_dropout=0.1, scale_embedding=False,
                            pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
                            forced_eos_token_id=2)
-    return {"gpt2": (gpt2, GPT2LMHeadModel), "t5-base": (t5_base, T5ForConditionalGeneration),
+    sizes = {"gpt2-medium": (1024, 24, 16), "gpt2-large": (1280, 36, 20), "gpt2-xl": (1600, 48, 25)}
+    bigger = {name: (GPT2Config(vocab_size=50257, n_positions=1024, n_embd=d, n_layer=n, n_head=h,
+                                activation_function="gelu_new", bos_token_id=50256, eos_token_id=50256),
+                     GPT2LMHeadModel) for name, (d, n, h) in sizes.items()}
+    return {"gpt2": (gpt2, GPT2LMHeadModel), **bigger, "t5-base": (t5_base, T5ForConditionalGeneration),
             "t5-v1_1-base": (t5_v11, T5ForConditionalGeneration), "bart-base": (bart_base, BartForConditionalGeneration)}
 
 
