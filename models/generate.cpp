@@ -333,12 +333,13 @@ GenerationOutput decode_loop(const DecodingModel& model, const Tensor& prompts, 
 
 namespace {
 
-// Tracks how many tokens a cached decoder has consumed (an input site may have inserted more positions).
+// A cached decoder's state: how many of the loop's tokens it has consumed, and the padding mask of every
+// position it has seen (prompt embeddings and positions an input site inserted included); may be undefined.
 struct CachedRun {
   DecoderCache cache;
   int64_t consumed = 0;
-  Tensor mask;  // the decoder's own mask after its first call (includes inserted positions); may be undefined
-  bool inserted = false;
+  bool started = false;
+  Tensor mask;
 };
 
 // Position ids of the positions [from, T) from a 0/1 mask [N, T]: cumsum - 1, pads at 0 (transformers).
@@ -394,46 +395,69 @@ GenerationOutput generate_seq2seq(const Model& model, const EncoderOutput& encod
 
 GenerationOutput generate(const GPT2LMHeadModel& model, const Tensor& input_ids, const Tensor& attention_mask,
                           const GenerationOptions& options, const ForwardContext& ctx) {
+  GPT2Input prompt;
+  prompt.input_ids = input_ids;
+  prompt.attention_mask = attention_mask;
+  return generate(model, prompt, options, ctx);
+}
+
+GenerationOutput generate(const GPT2LMHeadModel& model, const GPT2Input& prompt, const GenerationOptions& options,
+                          const ForwardContext& ctx) {
   NoGradGuard no_grad;
-  VLP_CHECK(input_ids.dim() == 2, "generate: input_ids must be [B, T], got ", shape_str(input_ids.shape()));
-  const int64_t B = input_ids.size(0), beams = std::max<int64_t>(options.num_beams, 1);
+  const bool from_embeds = prompt.inputs_embeds.defined();
+  VLP_CHECK(from_embeds != prompt.input_ids.defined(), "generate: pass exactly one of input_ids and inputs_embeds");
+  const Tensor& first = from_embeds ? prompt.inputs_embeds : prompt.input_ids;
+  VLP_CHECK(first.dim() == (from_embeds ? 3 : 2), "generate: expected input_ids [B, T] or inputs_embeds [B, T, D], got ",
+            shape_str(first.shape()));
+  const int64_t B = first.size(0), beams = std::max<int64_t>(options.num_beams, 1);
   ForwardContext dctx = repeat_context(ctx, B, beams);
+  // With embeddings the decoding loop starts from an empty id sequence (as transformers: only new tokens are
+  // returned) and the embeddings enter on the first call.
+  Tensor embeds = from_embeds ? repeat_rows(prompt.inputs_embeds, beams) : Tensor();
+  Tensor embeds_mask = from_embeds ? repeat_rows(prompt.attention_mask, beams) : Tensor();
   auto run = std::make_shared<CachedRun>();
   DecodingModel dm;
   dm.vocab_size = model.config.vocab_size;
-  dm.max_positions = model.config.n_positions;
-  dm.step = [&model, &dctx, run, use_cache = options.use_cache](const Tensor& ids, const Tensor& mask) {
-    if (!use_cache) *run = CachedRun();
-    const int64_t T = ids.size(1), fresh_len = T - run->consumed;
+  dm.max_positions = from_embeds ? 0 : model.config.n_positions;
+  dm.step = [&model, &dctx, &embeds, &embeds_mask, run, use_cache = options.use_cache](const Tensor& ids,
+                                                                                       const Tensor& mask) {
+    const int64_t N = ids.size(0), T = ids.size(1);
     GPT2Input in;
-    in.input_ids = narrow(ids, 1, run->consumed, fresh_len);
-    if (run->consumed == 0) {
-      in.attention_mask = mask;
-      if (mask.defined()) in.position_ids = positions_from_mask(mask, 0);
-    } else if (!run->inserted) {
-      in.attention_mask = mask;
-      if (mask.defined()) in.position_ids = positions_from_mask(mask, run->consumed);
-    } else if (run->mask.defined()) {
-      // An input site inserted positions on the first call: extend its mask; positions continue from the cache.
-      run->mask = concat({run->mask, ones({run->mask.size(0), fresh_len}, run->mask.dtype())}, 1);
-      in.attention_mask = run->mask;
+    if (!use_cache) *run = CachedRun();
+    if (!run->started) {
+      // First call (every call without a cache): the whole prompt.
+      if (embeds.defined()) {
+        in.inputs_embeds = T > 0 ? concat({embeds, model.transformer.wte.forward(ids)}, 1) : embeds;
+        in.attention_mask = concat_masks(embeds_mask, embeds.size(1), Tensor(), T, N, embeds.device());
+      } else {
+        in.input_ids = ids;
+        in.attention_mask = mask;
+      }
+      if (in.attention_mask.defined()) in.position_ids = positions_from_mask(in.attention_mask, 0);
+    } else {
+      // Later calls: the new tokens, the mask the model used so far extended with ones.
+      const int64_t fresh = T - run->consumed;
+      in.input_ids = narrow(ids, 1, run->consumed, fresh);
+      if (run->mask.defined()) {
+        run->mask = concat({run->mask, ones({N, fresh}, run->mask.dtype())}, 1);
+        in.attention_mask = run->mask;
+        in.position_ids = positions_from_mask(run->mask, run->mask.size(1) - fresh);
+      }
     }
-    const int64_t past = run->cache.past_length();
     Tensor used_mask;
     Tensor hidden = model.transformer.forward(in, &run->cache, dctx, &used_mask);
-    if (run->consumed == 0) {
-      run->inserted = run->cache.past_length() - past != fresh_len;
-      run->mask = used_mask;
-    }
+    if (!run->started) run->mask = used_mask;
+    run->started = true;
     run->consumed = T;
     return select(model.lm_logits(narrow(hidden, 1, hidden.size(1) - 1, 1)), 1, 0);
   };
   dm.reorder = [run](const Tensor& rows) {
     run->cache.reorder(rows);
-    if (run->inserted && run->mask.defined()) run->mask = index_select(run->mask, 0, rows);
+    if (run->mask.defined()) run->mask = index_select(run->mask, 0, rows);
   };
-  return decode_loop(dm, repeat_rows(input_ids, beams), repeat_rows(attention_mask, beams), options,
-                     model.config.tokens);
+  Tensor ids = from_embeds ? zeros({B * beams, 0}, DType::I64) : repeat_rows(prompt.input_ids, beams);
+  Tensor mask = from_embeds ? Tensor() : repeat_rows(prompt.attention_mask, beams);
+  return decode_loop(dm, ids, mask, options, model.config.tokens);
 }
 
 GenerationOutput generate(const T5ForConditionalGeneration& model, const EncoderInput& input,

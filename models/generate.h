@@ -78,6 +78,11 @@ GenerationOutput decode_loop(const DecodingModel& model, const Tensor& prompts, 
 // GPT-2: input_ids [B, T] left-padded, attention_mask [B, T] (undefined = no padding).
 GenerationOutput generate(const GPT2LMHeadModel& model, const Tensor& input_ids, const Tensor& attention_mask,
                           const GenerationOptions& options = {}, const ForwardContext& ctx = {});
+// GPT-2 from input_ids or from inputs_embeds [B, T, D] (e.g. a visual prefix followed by token embeddings),
+// with attention_mask over those positions. From embeddings, as transformers does, the returned sequences
+// hold only the generated tokens and max_length / min_length count only those.
+GenerationOutput generate(const GPT2LMHeadModel& model, const GPT2Input& prompt, const GenerationOptions& options = {},
+                          const ForwardContext& ctx = {});
 // T5 / BART from encoder inputs.
 GenerationOutput generate(const T5ForConditionalGeneration& model, const EncoderInput& input,
                           const GenerationOptions& options = {}, const ForwardContext& ctx = {});

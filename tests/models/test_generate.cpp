@@ -68,6 +68,47 @@ TEST_P(GenerateReference, WithoutCacheSameTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Models, GenerateReference, ::testing::Values("gpt2", "t5", "t5v11", "bart"));
 
+// From embeddings (a visual prefix would enter this way) transformers returns only the new tokens: they
+// equal the tail of the same prompt given as ids.
+TEST(Generate, Gpt2FromEmbeddingsReturnsNewTokens) {
+  auto fx = test::read_fixture("gpt2");
+  GPT2Input prompt;
+  prompt.inputs_embeds = models().gpt2.transformer.wte.forward(fx.at("gen.input_ids"));
+  prompt.attention_mask = fx.at("gen.attention_mask");
+  const int64_t P = fx.at("gen.input_ids").size(1);
+  for (const auto& [name, options] : test::fixture_generation_cases()) {
+    for (bool cache : {true, false}) {
+      GenerationOptions o = options;
+      o.use_cache = cache;
+      Tensor got = generate(models().gpt2, prompt, o).sequences;
+      Tensor expected = fx.at("gen." + name);
+      expected = narrow(expected, 1, P, expected.size(1) - P);
+      EXPECT_EQ(ids_of(got), ids_of(expected)) << name << (cache ? "" : " without cache") << ": got " << show(got)
+                                              << ", expected " << show(expected);
+    }
+  }
+}
+
+// Prompt tuning through the input site while generating: the prompt enters on the first call only and the
+// new tokens equal generating after the prompt's tokens.
+TEST(Generate, Gpt2InputSitePromptEqualsPrependedTokens) {
+  auto fx = test::read_fixture("gpt2");
+  Tensor ids = narrow(fx.at("gen.input_ids"), 0, 0, 1);  // row 0: no padding
+  const int64_t P = 3, T = ids.size(1);
+  GPT2LMHeadModel& model = models().gpt2;
+  auto prompt = std::make_shared<test::FixedPromptAdapter>();
+  prompt->prompt = model.transformer.wte.forward(narrow(ids, 1, 0, P));
+  Tensor rest = narrow(ids, 1, P, T - P);
+  for (const auto& [name, options] : test::fixture_generation_cases()) {
+    Tensor expected = generate(model, ids, Tensor(), options).sequences;
+    attach_adapter(model.transformer.input_site, "prompt", prompt);
+    Tensor got = generate(model, rest, Tensor(), options).sequences;
+    detach_adapter(model.transformer.input_site, "prompt");
+    EXPECT_EQ(ids_of(narrow(got, 1, T - P, got.size(1) - (T - P))), ids_of(narrow(expected, 1, T, expected.size(1) - T)))
+        << name << ": got " << show(got) << ", expected " << show(expected);
+  }
+}
+
 TEST(Generate, LengthOptions) {
   auto fx = test::read_fixture("gpt2");
   const int64_t prompt = fx.at("gen.input_ids").size(1);

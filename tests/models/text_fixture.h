@@ -118,13 +118,14 @@ struct FixedPrefixAdapter : AttentionAdapter {
   }
 };
 
-// Prepends fixed embeddings [B, P, D] to the stack input and ones to its mask (prompt tuning).
+// Prepends fixed embeddings ([B, P, D], or [1, P, D] for every row) to the stack input and ones to its mask
+// (prompt tuning).
 struct FixedPromptAdapter : InputAdapter {
   Tensor prompt;
   Tensor forward(const Tensor& embeds, Tensor& mask, const ForwardContext&) override {
     const int64_t B = embeds.size(0), P = prompt.size(1);
     mask = concat({ones({B, P}, mask.dtype()), mask}, 1);
-    return concat({prompt, embeds}, 1);
+    return concat({expand(prompt, {B, P, prompt.size(2)}), embeds}, 1);
   }
 };
 
