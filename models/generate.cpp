@@ -91,20 +91,21 @@ std::vector<float> to_floats(const Tensor& t) {
   return std::vector<float>(d, d + c.numel());
 }
 
-Tensor ids_tensor(const std::vector<std::vector<int64_t>>& rows, int64_t len) {
+Tensor ids_tensor(const std::vector<std::vector<int64_t>>& rows, int64_t len, Device device = Device::cpu()) {
   std::vector<int64_t> flat;
   flat.reserve(rows.size() * size_t(len));
   for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.begin() + len);
-  return from_data(flat, {int64_t(rows.size()), len});
+  return from_data(flat, {int64_t(rows.size()), len}, device);
 }
 
 // The padding mask of the first cur_len positions: the prompt's, then ones.
-Tensor mask_tensor(const std::vector<int64_t>& prompt_mask, int64_t N, int64_t prompt_len, int64_t cur_len) {
+Tensor mask_tensor(const std::vector<int64_t>& prompt_mask, int64_t N, int64_t prompt_len, int64_t cur_len,
+                   Device device) {
   if (prompt_mask.empty()) return Tensor();
   std::vector<int64_t> m(size_t(N * cur_len), 1);
   for (int64_t r = 0; r < N; ++r)
     for (int64_t t = 0; t < prompt_len; ++t) m[size_t(r * cur_len + t)] = prompt_mask[size_t(r * prompt_len + t)];
-  return from_data(m, {N, cur_len});
+  return from_data(m, {N, cur_len}, device);
 }
 
 // Indices of the k largest values, best first; ties go to the lower index (deterministic).
@@ -125,7 +126,8 @@ GenerationOutput greedy(const DecodingModel& model, std::vector<std::vector<int6
   std::vector<bool> unfinished(size_t(N), true);
   int64_t cur_len = p.prompt_len;
   while (true) {
-    std::vector<float> scores = to_floats(model.step(ids_tensor(seqs, cur_len), mask_tensor(prompt_mask, N, p.prompt_len, cur_len)));
+    std::vector<float> scores = to_floats(model.step(ids_tensor(seqs, cur_len, model.device),
+                                                     mask_tensor(prompt_mask, N, p.prompt_len, cur_len, model.device)));
     VLP_CHECK(int64_t(scores.size()) == N * V, "generate: the model returned ", scores.size(), " logits, expected ",
               N, " x ", V);
     bool any_unfinished = false;
@@ -175,7 +177,8 @@ GenerationOutput beam_search(const DecodingModel& model, const std::vector<std::
     std::vector<std::vector<int64_t>> flat(static_cast<size_t>(N));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t k = 0; k < nb; ++k) flat[size_t(b * nb + k)] = running[size_t(b)][size_t(k)].seq;
-    Tensor logits = model.step(ids_tensor(flat, cur_len), mask_tensor(prompt_mask, N, p.prompt_len, cur_len));
+    Tensor logits = model.step(ids_tensor(flat, cur_len, model.device),
+                               mask_tensor(prompt_mask, N, p.prompt_len, cur_len, model.device));
     VLP_CHECK(logits.dim() == 2 && logits.size(0) == N && logits.size(1) == V, "generate: the model returned logits ",
               shape_str(logits.shape()), ", expected [", N, ", ", V, "]");
     std::vector<float> logp = to_floats(log_softmax(to(logits, DType::F32), -1));
@@ -240,7 +243,7 @@ GenerationOutput beam_search(const DecodingModel& model, const std::vector<std::
       fin = std::move(new_fin);
       run = std::move(new_run);
     }
-    if (model.reorder) model.reorder(from_data(reorder_rows, {N}));
+    if (model.reorder) model.reorder(from_data(reorder_rows, {N}, model.device));
     ++cur_len;
 
     // Can any running beam still beat the worst finished one? (transformers' early-stop heuristic)
@@ -355,7 +358,7 @@ Tensor positions_from_mask(const Tensor& mask, int64_t from) {
       if (t >= from) pos[size_t(r * (T - from) + t - from)] = valid ? seen - 1 : 0;
     }
   }
-  return from_data(pos, {N, T - from});
+  return from_data(pos, {N, T - from}, mask.device());
 }
 
 template <class Model>
@@ -379,6 +382,7 @@ GenerationOutput generate_seq2seq(const Model& model, const EncoderOutput& encod
   DecodingModel dm;
   dm.vocab_size = model.config.vocab_size;
   dm.max_positions = max_positions;
+  dm.device = enc.hidden.device();
   dm.step = [&model, &enc, &dctx, run, use_cache = options.use_cache](const Tensor& ids, const Tensor&) {
     if (!use_cache) *run = CachedRun();
     const int64_t T = ids.size(1);
@@ -388,7 +392,7 @@ GenerationOutput generate_seq2seq(const Model& model, const EncoderOutput& encod
     return select(model.lm_logits(narrow(hidden, 1, hidden.size(1) - 1, 1)), 1, 0);
   };
   dm.reorder = [run](const Tensor& rows) { run->cache.reorder(rows, /*cross=*/false); };
-  return decode_loop(dm, full({B * beams, 1}, double(start), DType::I64), Tensor(), options, tokens);
+  return decode_loop(dm, full({B * beams, 1}, double(start), DType::I64, dm.device), Tensor(), options, tokens);
 }
 
 }  // namespace
@@ -419,6 +423,7 @@ GenerationOutput generate(const GPT2LMHeadModel& model, const GPT2Input& prompt,
   DecodingModel dm;
   dm.vocab_size = model.config.vocab_size;
   dm.max_positions = from_embeds ? 0 : model.config.n_positions;
+  dm.device = model.transformer.wte.weight.device();
   dm.step = [&model, &dctx, &embeds, &embeds_mask, run, use_cache = options.use_cache](const Tensor& ids,
                                                                                        const Tensor& mask) {
     const int64_t N = ids.size(0), T = ids.size(1);
@@ -439,7 +444,7 @@ GenerationOutput generate(const GPT2LMHeadModel& model, const GPT2Input& prompt,
       const int64_t fresh = T - run->consumed;
       in.input_ids = narrow(ids, 1, run->consumed, fresh);
       if (run->mask.defined()) {
-        run->mask = concat({run->mask, ones({N, fresh}, run->mask.dtype())}, 1);
+        run->mask = concat({run->mask, ones({N, fresh}, run->mask.dtype(), run->mask.device())}, 1);
         in.attention_mask = run->mask;
         in.position_ids = positions_from_mask(run->mask, run->mask.size(1) - fresh);
       }
@@ -455,7 +460,7 @@ GenerationOutput generate(const GPT2LMHeadModel& model, const GPT2Input& prompt,
     run->cache.reorder(rows);
     if (run->mask.defined()) run->mask = index_select(run->mask, 0, rows);
   };
-  Tensor ids = from_embeds ? zeros({B * beams, 0}, DType::I64) : repeat_rows(prompt.input_ids, beams);
+  Tensor ids = from_embeds ? zeros({B * beams, 0}, DType::I64, dm.device) : repeat_rows(prompt.input_ids, beams);
   Tensor mask = from_embeds ? Tensor() : repeat_rows(prompt.attention_mask, beams);
   return decode_loop(dm, ids, mask, options, model.config.tokens);
 }

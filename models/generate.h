@@ -65,6 +65,7 @@ struct GenerationOutput {
 struct DecodingModel {
   int64_t vocab_size = 0;
   int64_t max_positions = 0;  // caps the default max_length; 0 = no cap
+  Device device;              // where step() wants its ids and masks
   std::function<Tensor(const Tensor& ids, const Tensor& mask)> step;
   std::function<void(const Tensor& rows)> reorder;
 };

@@ -176,10 +176,4 @@ CausalLMOutput GPT2LMHeadModel::forward(const GPT2Input& input, const ForwardCon
   return out;
 }
 
-Tensor GPT2LMHeadModel::next_token_logits(const GPT2Input& input, DecoderCache* cache,
-                                          const ForwardContext& ctx) const {
-  Tensor hidden = transformer.forward(input, cache, ctx);
-  return select(lm_logits(narrow(hidden, 1, hidden.size(1) - 1, 1)), 1, 0);
-}
-
 }  // namespace vlp

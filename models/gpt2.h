@@ -93,8 +93,6 @@ struct GPT2LMHeadModel : Module {
   explicit GPT2LMHeadModel(const GPT2Config& config);
   CausalLMOutput forward(const GPT2Input& input, const ForwardContext& ctx = {}, DecoderCache* cache = nullptr) const;
   Tensor lm_logits(const Tensor& hidden) const;
-  // Logits of the last position only ([B, V]), for decoding.
-  Tensor next_token_logits(const GPT2Input& input, DecoderCache* cache, const ForwardContext& ctx) const;
   const char* type_name() const override { return "GPT2LMHeadModel"; }
 };
 
