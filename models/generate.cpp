@@ -44,8 +44,9 @@ Plan make_plan(const GenerationOptions& o, const SpecialTokens& t, int64_t promp
   }
   VLP_CHECK(p.max_length > prompt_len, "generate: the input is ", prompt_len, " tokens long but max_length is ",
             p.max_length, "; set max_new_tokens");
-  p.min_length = o.min_length;
+  // As transformers: min_new_tokens, when set, replaces min_length.
   p.min_new_tokens = o.min_new_tokens;
+  p.min_length = o.min_new_tokens > 0 ? prompt_len + o.min_new_tokens : o.min_length;
   p.num_beams = o.num_beams;
   p.num_return = o.num_return_sequences;
   VLP_CHECK(p.num_beams >= 1, "generate: num_beams must be at least 1, got ", p.num_beams);
@@ -318,6 +319,11 @@ GenerationOutput decode_loop(const DecodingModel& model, const Tensor& prompts, 
   VLP_CHECK(prompts.dim() == 2, "generate: prompts must be [N, T], got ", shape_str(prompts.shape()));
   const int64_t N = prompts.size(0), T0 = prompts.size(1);
   Plan p = make_plan(options, tokens, T0, model.max_positions);
+  auto in_vocab = [&](int64_t id) { return id >= 0 && id < model.vocab_size; };
+  VLP_CHECK(!p.forced_bos || in_vocab(*p.forced_bos), "generate: forced_bos_token_id ", *p.forced_bos,
+            " is outside the vocabulary of ", model.vocab_size);
+  for (int64_t id : p.forced_eos)
+    VLP_CHECK(in_vocab(id), "generate: forced_eos_token_id ", id, " is outside the vocabulary of ", model.vocab_size);
   VLP_CHECK(N % p.num_beams == 0, "generate: ", N, " rows are not a multiple of num_beams = ", p.num_beams);
   std::vector<double> flat = to_vector(prompts);
   std::vector<std::vector<int64_t>> rows(static_cast<size_t>(N));

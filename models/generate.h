@@ -5,7 +5,7 @@
 // is transformers' max_length: the length of the returned sequences, which include the prompt for GPT-2 and
 // the decoder start token for T5/BART. When both are set max_new_tokens wins; when neither is, 20 new tokens
 // (capped by the model's position table), as transformers. min_length / min_new_tokens ban the end-of-sequence
-// ids while the sequence is shorter, counted the same way.
+// ids while the sequence is shorter, counted the same way (min_new_tokens, when set, replaces min_length).
 //
 // Outputs are transformers' too: GPT-2 returns [prompt; generated] (prompts left-padded, as transformers
 // expects for decoder-only models), T5/BART return [decoder start; generated]. Greedy pads finished rows with
