@@ -33,6 +33,35 @@ TEST_P(T5Reference, LogitsLossAndGradientsMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Versions, T5Reference, ::testing::Values("t5", "t5v11"));
 
+// Training mode: dropout (hidden, attention, feed-forward) from ctx.generator, reproducible, gradients flow
+// through the attention dropout and into the bias table.
+TEST(T5, TrainingModeDropout) {
+  const std::string dir = test::model_fixture_dir("t5v11");
+  T5ForConditionalGeneration model(read_t5_config(dir));
+  load_checkpoint(model, dir);
+  model.set_requires_grad(true);
+  auto fx = test::read_fixture("t5v11");
+  Seq2SeqInput in;
+  in.encoder.input_ids = fx.at("input_ids");
+  in.encoder.attention_mask = fx.at("attention_mask");
+  in.labels = fx.at("labels");
+  auto loss = [&](uint64_t seed) {
+    Generator g(seed);
+    ForwardContext ctx;
+    ctx.training = true;
+    ctx.generator = &g;
+    return model.forward(in, ctx).loss;
+  };
+  Tensor a = loss(1);
+  EXPECT_EQ(a.item(), loss(1).item());
+  EXPECT_NE(a.item(), loss(2).item());
+  EXPECT_NE(a.item(), fx.at("loss").item());
+  backward(a);
+  Tensor table = model.encoder.blocks[0]->self_attention.SelfAttention.relative_attention_bias->weight;
+  ASSERT_TRUE(table.grad().defined());
+  EXPECT_TRUE(std::isfinite(to_vector(table.grad())[0]));
+}
+
 TEST(T5, VersionDifferencesComeFromTheConfig) {
   T5Config v10 = read_t5_config(test::model_fixture_dir("t5"));
   T5Config v11 = read_t5_config(test::model_fixture_dir("t5v11"));
