@@ -11,76 +11,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/safetensors.h"
+
 namespace vlp {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-// ---- safetensors ----
-// Layout: u64 little-endian header length, a JSON header {name: {dtype, shape, data_offsets: [begin, end]},
-// "__metadata__": {...}}, then the data buffer (offsets relative to its start).
-
-std::vector<std::pair<std::string, Tensor>> read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  VLP_CHECK(in, "cannot open safetensors file ", path);
-  in.seekg(0, std::ios::end);
-  const uint64_t file_size = uint64_t(in.tellg());
-  in.seekg(0);
-  uint64_t header_len = 0;
-  VLP_CHECK(file_size >= 8 && in.read(reinterpret_cast<char*>(&header_len), 8), path, ": not a safetensors file");
-  VLP_CHECK(header_len <= file_size - 8, path, ": header length ", header_len, " exceeds the file size");
-  std::string header(header_len, '\0');
-  in.read(header.data(), std::streamsize(header_len));
-  json doc;
-  try {
-    doc = json::parse(header);
-  } catch (const json::exception& e) {
-    VLP_FAIL(path, ": bad safetensors header (", e.what(), ")");
-  }
-  const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (auto it = doc.begin(); it != doc.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const json& e = it.value();
-    DType dt;
-    VLP_CHECK(e.contains("dtype") && dtype_from_name(e["dtype"].get<std::string>(), &dt), path, ": tensor ", it.key(),
-              " has an unsupported dtype");
-    Shape shape = e.at("shape").get<Shape>();
-    const uint64_t begin = e.at("data_offsets")[0].get<uint64_t>(), end = e.at("data_offsets")[1].get<uint64_t>();
-    VLP_CHECK(begin <= end && end <= data_size && end - begin == uint64_t(shape_numel(shape)) * dtype_size(dt), path,
-              ": tensor ", it.key(), " has inconsistent data offsets");
-    Tensor t = empty(shape, dt);
-    in.seekg(std::streamoff(data_start + begin));
-    in.read(static_cast<char*>(t.data_ptr()), std::streamsize(end - begin));
-    VLP_CHECK(in, path, ": truncated while reading ", it.key());
-    out.push_back({it.key(), t});
-  }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  return out;
-}
-
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors) {
-  json header = json::object();
-  header["__metadata__"] = {{"format", "pt"}};
-  std::vector<Tensor> data;
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    Tensor c = convert(t.detach(), t.dtype(), Device::cpu());
-    const uint64_t bytes = uint64_t(c.numel()) * c.element_size();
-    header[name] = {{"dtype", std::string(dtype_name(c.dtype()))}, {"shape", c.shape()}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-    data.push_back(c);
-  }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
-  std::ofstream out(path, std::ios::binary);
-  VLP_CHECK(out, "cannot write ", path);
-  const uint64_t len = text.size();
-  out.write(reinterpret_cast<const char*>(&len), 8);
-  out.write(text.data(), std::streamsize(text.size()));
-  for (const Tensor& t : data) out.write(static_cast<const char*>(t.data_ptr()), std::streamsize(t.numel() * t.element_size()));
-  VLP_CHECK(out, "error while writing ", path);
-}
 
 // ---- reading checkpoints ----
 
@@ -102,7 +38,7 @@ std::vector<std::pair<std::string, Tensor>> read_sharded(const fs::path& index_f
     by_shard[it.value().get<std::string>()].insert(it.key());
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [shard, names] : by_shard) {
-    auto tensors = read_safetensors((index_file.parent_path() / shard).string());
+    auto tensors = load_safetensors((index_file.parent_path() / shard).string()).tensors;
     std::set<std::string> found;
     for (auto& [name, t] : tensors)
       if (names.count(name)) {
@@ -129,13 +65,13 @@ bool same_values(const Tensor& a, const Tensor& b) {
 std::vector<std::pair<std::string, Tensor>> read_checkpoint(const std::string& path) {
   fs::path p(path);
   if (fs::is_directory(p)) {
-    if (fs::exists(p / "model.safetensors")) return read_safetensors((p / "model.safetensors").string());
+    if (fs::exists(p / "model.safetensors")) return load_safetensors((p / "model.safetensors").string()).tensors;
     if (fs::exists(p / "model.safetensors.index.json")) return read_sharded(p / "model.safetensors.index.json");
     VLP_FAIL(path, ": no model.safetensors or model.safetensors.index.json in this directory");
   }
   VLP_CHECK(fs::exists(p), "checkpoint not found: ", path);
   if (p.extension() == ".json") return read_sharded(p);
-  return read_safetensors(path);
+  return load_safetensors(path).tensors;
 }
 
 // ---- matching ----
@@ -257,7 +193,7 @@ void save_checkpoint(const Module& model, const std::string& directory, int64_t 
   int64_t total = 0;
   for (const auto& [name, t] : state) total += t.numel() * int64_t(t.element_size());
   if (max_shard_bytes <= 0 || total <= max_shard_bytes) {
-    write_safetensors((fs::path(directory) / "model.safetensors").string(), state);
+    save_safetensors((fs::path(directory) / "model.safetensors").string(), state, {{"format", "pt"}});
     return;
   }
   // Greedy shards in state-dict order, each at most max_shard_bytes (a larger tensor gets a shard of its own).
@@ -275,7 +211,7 @@ void save_checkpoint(const Module& model, const std::string& directory, int64_t 
   for (size_t i = 0; i < shards.size(); ++i) {
     char file[64];
     std::snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-    write_safetensors((fs::path(directory) / file).string(), shards[i]);
+    save_safetensors((fs::path(directory) / file).string(), shards[i], {{"format", "pt"}});
     for (const auto& [name, t] : shards[i]) index["weight_map"][name] = file;
   }
   std::ofstream out(fs::path(directory) / "model.safetensors.index.json");

@@ -1,5 +1,5 @@
 // Hugging Face checkpoints: model.safetensors, or shards listed by model.safetensors.index.json, loaded into
-// and saved from a Module by parameter name.
+// and saved from a Module by parameter name (files read and written by runtime/safetensors.h).
 //
 // Loading follows transformers' conventions so published checkpoints load as they are:
 //   - tied weights are stored once; a checkpoint that also carries the tied copy (encoder.embed_tokens,
@@ -58,8 +58,5 @@ StateDictReport load_checkpoint(BartForConditionalGeneration& model, const std::
 // model.safetensors.index.json. The directory is created when missing.
 void save_checkpoint(const Module& model, const std::string& directory, int64_t max_shard_bytes = 0);
 
-// safetensors files (until runtime/safetensors.h is merged, read and written here).
-std::vector<std::pair<std::string, Tensor>> read_safetensors(const std::string& path);
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors);
 
 }  // namespace vlp

@@ -8,6 +8,7 @@
 #include "common/test_util.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
+#include "runtime/safetensors.h"
 
 namespace vlp::test {
 
@@ -17,7 +18,7 @@ inline std::string model_fixture_dir(const std::string& name) {
 
 inline std::map<std::string, Tensor> read_fixture(const std::string& name) {
   std::map<std::string, Tensor> out;
-  for (auto& [key, t] : read_safetensors(model_fixture_dir(name) + "/fixture.safetensors")) out[key] = t;
+  for (auto& [key, t] : load_safetensors(model_fixture_dir(name) + "/fixture.safetensors").tensors) out[key] = t;
   return out;
 }
 
