@@ -89,7 +89,12 @@ inline std::vector<std::pair<std::string, GenerationOptions>> fixture_generation
   beam_early.min_new_tokens = 3;
   GenerationOptions beam_never = greedy;
   beam_never.num_beams = 3, beam_never.length_penalty = 2.0, beam_never.early_stopping = EarlyStopping::Never;
-  return {{"greedy", greedy}, {"beam", beam}, {"beam_early", beam_early}, {"beam_never", beam_never}};
+  GenerationOptions beam_two = greedy;
+  beam_two.num_beams = 4, beam_two.num_return_sequences = 2, beam_two.no_repeat_ngram_size = 2;
+  GenerationOptions greedy_norepeat = greedy;
+  greedy_norepeat.no_repeat_ngram_size = 2, greedy_norepeat.min_new_tokens = 2;
+  return {{"greedy", greedy},         {"beam", beam},         {"beam_early", beam_early},
+          {"beam_never", beam_never}, {"beam_two", beam_two}, {"greedy_norepeat", greedy_norepeat}};
 }
 
 // ---- adapters for the site tests ----

@@ -47,6 +47,8 @@ GENERATION_CASES = {
     "beam": dict(num_beams=3, length_penalty=0.6, early_stopping=False),
     "beam_early": dict(num_beams=3, length_penalty=1.5, early_stopping=True, min_new_tokens=3),
     "beam_never": dict(num_beams=3, length_penalty=2.0, early_stopping="never"),
+    "beam_two": dict(num_beams=4, num_return_sequences=2, no_repeat_ngram_size=2),
+    "greedy_norepeat": dict(num_beams=1, no_repeat_ngram_size=2, min_new_tokens=2),
 }
 
 
@@ -127,11 +129,15 @@ def prompts(name, gen, pad):
 
 
 def run_cases(model, ids, mask, **extra):
+    """Sequences of every case, and the final beam scores of the beam cases (as "<case>.scores")."""
     out = {}
     with torch.no_grad():
         for case, kwargs in GENERATION_CASES.items():
-            out[case] = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
-                                       do_sample=False, **kwargs, **extra)
+            res = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
+                                 do_sample=False, output_scores=True, return_dict_in_generate=True, **kwargs, **extra)
+            out[case] = res.sequences
+            if kwargs.get("num_beams", 1) > 1:
+                out[case + ".scores"] = res.sequences_scores.float()
     return out
 
 
@@ -150,9 +156,10 @@ def pick_eos(model, ids, mask, special, pad):
                     candidates.append(tok)
     best, best_score = None, -1
     for tok in candidates:
-        seqs = run_cases(model, ids, mask, eos_token_id=tok, pad_token_id=pad)
+        seqs = {k: v for k, v in run_cases(model, ids, mask, eos_token_id=tok, pad_token_id=pad).items()
+                if not k.endswith(".scores")}
         distinct = len({str(s.tolist()) for s in seqs.values()})
-        early = sum(int((s[r, :-1] == tok).any()) for s in seqs.values() for r in range(2))
+        early = sum(int((s[r, :-1] == tok).any()) for s in seqs.values() for r in range(s.shape[0]))
         score = 3 * distinct + early
         if score > best_score:
             best, best_score = tok, score
