@@ -19,6 +19,13 @@ Tensor& Module::register_parameter(const std::string& name, Tensor* tensor) {
   return *tensor;
 }
 
+Tensor& Module::register_buffer(const std::string& name, Tensor* tensor) {
+  for (const auto& p : params_) VLP_CHECK(p.first != name, "buffer '", name, "' has the name of a parameter");
+  for (const auto& b : buffers_) VLP_CHECK(b.first != name, "buffer '", name, "' registered twice");
+  buffers_.push_back({name, tensor});
+  return *tensor;
+}
+
 void Module::remove_module(const std::string& name) {
   auto it = std::find_if(children_.begin(), children_.end(), [&](const auto& c) { return c.first == name; });
   VLP_CHECK(it != children_.end(), "no child module '", name, "'");
@@ -36,6 +43,24 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::
     auto sub = child->named_parameters(join(prefix, name));
     out.insert(out.end(), sub.begin(), sub.end());
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers(const std::string& prefix) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& [name, t] : buffers_)
+    if (t->defined()) out.push_back({join(prefix, name), *t});
+  for (const auto& [name, child] : children_) {
+    auto sub = child->named_buffers(join(prefix, name));
+    out.insert(out.end(), sub.begin(), sub.end());
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::state_dict(const std::string& prefix) const {
+  auto out = named_parameters(prefix);
+  auto buffers = named_buffers(prefix);
+  out.insert(out.end(), buffers.begin(), buffers.end());
   return out;
 }
 
@@ -144,7 +169,7 @@ std::string StateDictReport::describe() const {
 StateDictReport load_state_dict(Module& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
                                 bool strict, bool allow_dtype_conversion) {
   StateDictReport report;
-  auto params = model.named_parameters();
+  auto params = model.state_dict();
   std::vector<bool> used(tensors.size(), false);
   std::vector<std::pair<Tensor, const Tensor*>> copies;
   for (const auto& [name, param] : params) {

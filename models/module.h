@@ -48,8 +48,15 @@ struct Module {
   // Removes (and destroys, when owned) a child; used when PEFT modules are deleted.
   void remove_module(const std::string& name);
 
+  // Buffers: state a checkpoint carries but no optimizer sees (BART's final_logits_bias). They are loaded and
+  // saved with the parameters and left out of named_parameters() and num_parameters(), as in PyTorch.
+  Tensor& register_buffer(const std::string& name, Tensor* tensor);
+
   // Every parameter below this module with its full dotted name (prefix + "." + ...).
   std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "") const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers(const std::string& prefix = "") const;
+  // Parameters, then buffers: what a checkpoint holds.
+  std::vector<std::pair<std::string, Tensor>> state_dict(const std::string& prefix = "") const;
   std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
   const std::vector<std::pair<std::string, Module*>>& children() const { return children_; }
   std::vector<Tensor> parameters() const;
@@ -64,7 +71,7 @@ struct Module {
   virtual const char* type_name() const { return "Module"; }
 
  private:
-  std::vector<std::pair<std::string, Tensor*>> params_;
+  std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
   std::vector<std::pair<std::string, Module*>> children_;
   std::vector<std::unique_ptr<Module>> owned_;
   bool training_ = true;

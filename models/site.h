@@ -44,6 +44,10 @@ struct SublayerAdapter : Module {
 
 struct SublayerSite : Module {
   std::vector<std::pair<std::string, std::shared_ptr<SublayerAdapter>>> adapters;
+  // Where the backbone calls the site: after the sublayer's dropout (the default, as documented above), or
+  // before it when true (`output` is then the undropped sublayer output and the dropout applies to the
+  // site's result), as VL-Adapter places its adapters in T5 and BART: x + Drop(A(Sublayer(x))).
+  bool before_dropout = false;
   Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const {
     Tensor h = output;
     for (const auto& [name, a] : adapters)
