@@ -240,16 +240,12 @@ Tensor VisionOutput::patch_tokens() const {
   return narrow(last_hidden_state, 1, last_hidden_state.size(1) - n, n);
 }
 
-namespace {
-// The key padding mask attention needs: undefined while every position is attended (the common case, no masking
-// cost), the mask itself once an input site has masked some position out.
-Tensor key_mask_of(const Tensor& mask) {
+Tensor attention_key_mask(const Tensor& mask) {
   if (!mask.defined()) return mask;
   for (double m : to_vector(mask))
     if (m == 0.0) return mask;
   return Tensor();
 }
-}  // namespace
 
 // ---- ViT ----
 
@@ -325,7 +321,7 @@ Tensor ViTEncoder::forward(const Tensor& hidden, Tensor& mask, const ForwardCont
   Tensor h = run_input_site(input_site, hidden, mask, ctx);
   for (const auto& l : layers) {
     h = run_input_site(l->input_site, h, mask, ctx);
-    h = l->forward(h, key_mask_of(mask), ctx);
+    h = l->forward(h, attention_key_mask(mask), ctx);
   }
   return h;
 }

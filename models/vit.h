@@ -98,6 +98,9 @@ Tensor vision_sublayer(const SublayerSite& site, const Tensor& input, const Tens
 // Runs an input site when it holds adapters, keeping the mask [B, T] (I64, 1 = attend) in step; returns the
 // (possibly longer) hidden states.
 Tensor run_input_site(const InputSite& site, const Tensor& hidden, Tensor& mask, const ForwardContext& ctx);
+// The key padding mask for attention: undefined while every position is attended (no masking cost), the mask
+// itself once an input site has masked some position out.
+Tensor attention_key_mask(const Tensor& mask);
 
 // What a vision tower returns.
 struct VisionOutput {
