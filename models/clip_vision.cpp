@@ -31,10 +31,6 @@ T optional(const json& j, const char* key, T fallback, const std::string& source
   }
 }
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 }  // namespace
 
@@ -80,7 +76,7 @@ CLIPVisionConfig parse_clip_vision_config(const std::string& text, const std::st
             " is not divisible by num_attention_heads ", c.num_attention_heads);
   VLP_CHECK(c.image_size % c.patch_size == 0, where, ": image_size ", c.image_size,
             " is not divisible by patch_size ", c.patch_size);
-  vision_activation(c.hidden_act, where + ": hidden_act");
+  activation_by_name(c.hidden_act, where + ": hidden_act");
   return c;
 }
 
@@ -121,7 +117,7 @@ CLIPAttention::CLIPAttention(const CLIPVisionConfig& c)
 CLIPMLP::CLIPMLP(const CLIPVisionConfig& c)
     : fc1(c.hidden_size, c.intermediate_size),
       fc2(c.intermediate_size, c.hidden_size),
-      act(vision_activation(c.hidden_act, "CLIPVisionConfig.hidden_act")) {
+      act(activation_by_name(c.hidden_act, "CLIPVisionConfig.hidden_act")) {
   register_module("fc1", &fc1);
   register_module("fc2", &fc2);
 }
@@ -149,9 +145,9 @@ Tensor CLIPEncoderLayer::forward(const Tensor& x, const Tensor& key_mask, const 
                                                               self_attn.v_proj, heads, attention_dropout, key_mask,
                                                               self_attn.attn_site, ctx),
                                         ctx);
-  Tensor h = x + vision_sublayer(sa_site, a_in, a, 0.0, ctx);
+  Tensor h = x + sublayer_output(sa_site, a_in, a, 0.0, ctx);
   Tensor m_in = layer_norm2.forward(h);
-  return h + vision_sublayer(ff_site, m_in, mlp.forward(m_in, ctx), 0.0, ctx);
+  return h + sublayer_output(ff_site, m_in, mlp.forward(m_in, ctx), 0.0, ctx);
 }
 
 CLIPEncoder::CLIPEncoder(const CLIPVisionConfig& c) {
@@ -215,18 +211,26 @@ VisionOutput CLIPVisionModel::forward(const Tensor& pixel_values, const ForwardC
 
 // ---- checkpoints ----
 
-StateDictReport load_clip_vision_state_dict(CLIPVisionModel& model,
-                                            const std::vector<std::pair<std::string, Tensor>>& tensors, bool strict) {
-  std::vector<std::string> ignored;
-  for (const auto& [name, t] : tensors)
-    if (starts_with(name, "text_model.") || starts_with(name, "text_projection.") || name == "logit_scale" ||
-        ends_with(name, ".position_ids") || (!model.visual_projection && starts_with(name, "visual_projection.")))
-      ignored.push_back(name);
-  try {
-    return load_state_dict_tolerant(model, tensors, ignored, {}, strict);
-  } catch (const Error& e) {
-    VLP_FAIL("CLIPVisionModel: ", e.what());
-  }
+CheckpointRules checkpoint_rules(const CLIPVisionModel& model) {
+  CheckpointRules r;
+  r.ignore_unexpected = {R"(^text_model\.)", R"(^text_projection\.)", R"(^logit_scale$)", R"(\.position_ids$)"};
+  if (!model.visual_projection) r.ignore_unexpected.push_back(R"(^visual_projection\.)");
+  return r;
+}
+
+StateDictReport load_checkpoint(CLIPVisionModel& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                bool strict) {
+  return load_checkpoint(static_cast<Module&>(model), tensors, checkpoint_rules(model), strict);
+}
+
+StateDictReport load_checkpoint(CLIPVisionModel& model, const std::string& path, bool strict) {
+  return load_checkpoint(static_cast<Module&>(model), path, checkpoint_rules(model), strict);
+}
+
+std::unique_ptr<CLIPVisionModel> load_clip_vision_model(const std::string& directory, bool with_projection) {
+  auto model = std::make_unique<CLIPVisionModel>(read_clip_vision_config(directory), with_projection);
+  load_checkpoint(*model, directory);
+  return model;
 }
 
 int64_t clip_vision_num_parameters(const CLIPVisionConfig& c, bool with_projection) {

@@ -58,7 +58,7 @@ struct CLIPAttention : Module {
 
 struct CLIPMLP : Module {
   Linear fc1, fc2;
-  VisionActivation act;
+  ActivationFn act;
   explicit CLIPMLP(const CLIPVisionConfig& config);
   Tensor forward(const Tensor& x, const ForwardContext& ctx) const { return fc2.forward(act(fc1.forward(x, ctx)), ctx); }
 };
@@ -107,13 +107,15 @@ struct CLIPVisionModel : Module {
   const char* type_name() const override { return "CLIPVisionModel"; }
 };
 
-// Loads the vision tower (and visual_projection) from a CLIPVisionModel(WithProjection) or whole CLIPModel
-// checkpoint: the text tower, text_projection, logit_scale and position_ids buffers are ignored (listed in the
-// report as unexpected, never errors); a checkpoint without visual_projection leaves the projection missing,
-// which `strict` reports as an error like anything else missing, unexpected or mismatched, naming every tensor.
-StateDictReport load_clip_vision_state_dict(CLIPVisionModel& model,
-                                            const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                            bool strict = true);
+// Checkpoints of CLIPVisionModel(WithProjection) or of a whole CLIPModel: the text tower, text_projection,
+// logit_scale and position_ids buffers are ignored (and visual_projection when the model has none); anything else
+// missing, unexpected or mis-shaped is, with strict, named in one error and nothing is copied.
+CheckpointRules checkpoint_rules(const CLIPVisionModel& model);
+StateDictReport load_checkpoint(CLIPVisionModel& model, const std::string& path, bool strict = true);
+StateDictReport load_checkpoint(CLIPVisionModel& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                bool strict = true);
+// config.json + weights from a directory, as from_pretrained(directory).
+std::unique_ptr<CLIPVisionModel> load_clip_vision_model(const std::string& directory, bool with_projection = true);
 
 // Parameters transformers counts for CLIPVisionModelWithProjection (or CLIPVisionModel) of this config.
 int64_t clip_vision_num_parameters(const CLIPVisionConfig& config, bool with_projection = true);

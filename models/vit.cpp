@@ -111,26 +111,14 @@ ViTConfig parse_vit_config(const std::string& text, const std::string& source) {
             " is not divisible by num_attention_heads ", c.num_attention_heads);
   VLP_CHECK(c.image_height % c.patch_size == 0 && c.image_width % c.patch_size == 0, source, ": image_size ",
             c.image_height, "x", c.image_width, " is not divisible by patch_size ", c.patch_size);
-  vision_activation(c.hidden_act, source + ": hidden_act");
-  vision_activation(c.pooler_act, source + ": pooler_act");
+  activation_by_name(c.hidden_act, source + ": hidden_act");
+  activation_by_name(c.pooler_act, source + ": pooler_act");
   return c;
 }
 
 ViTConfig read_vit_config(const std::string& path) {
   std::string file = config_file(path);
   return parse_vit_config(read_text_file(file, "read_vit_config"), file);
-}
-
-VisionActivation vision_activation(const std::string& name, const std::string& key) {
-  if (name == "gelu") return gelu;
-  if (name == "quick_gelu") return quick_gelu;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return gelu_tanh;
-  if (name == "relu") return relu;
-  if (name == "silu" || name == "swish") return silu;
-  if (name == "tanh") return tanh;
-  if (name == "sigmoid") return sigmoid;
-  VLP_FAIL(key, ": unsupported activation '", name,
-           "' (supported: gelu, quick_gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish, tanh, sigmoid)");
 }
 
 // ---- shared pieces ----
@@ -197,32 +185,14 @@ Tensor add_position_embeddings(const Tensor& tokens, const Tensor& position_embe
 Tensor vision_self_attention(const Tensor& x, const Linear& q, const Linear& k, const Linear& v, int64_t heads,
                              double attention_dropout, const Tensor& key_mask, const AttentionSite& site,
                              const ForwardContext& ctx) {
-  const int64_t B = x.size(0), T = x.size(1);
-  auto split = [&](const Tensor& y) {  // [B, T, H*Dh] -> [B, H, T, Dh], a view
-    return permute(view(y, {B, T, heads, y.size(2) / heads}), {0, 2, 1, 3});
-  };
   AttentionState state;
-  state.q = split(q.forward(x, ctx));
-  state.k = split(k.forward(x, ctx));
-  state.v = split(v.forward(x, ctx));
+  state.q = split_heads(q.forward(x, ctx), heads);
+  state.k = split_heads(k.forward(x, ctx), heads);
+  state.v = split_heads(v.forward(x, ctx), heads);
   state.key_padding_mask = key_mask;
-  const bool adapted = !site.adapters.empty();
-  if (adapted) site.before(state, ctx);
-  AttentionOptions options;
-  options.key_padding_mask = state.key_padding_mask;
-  options.training = ctx.training;
-  options.dropout_p = ctx.training ? attention_dropout : 0.0;
-  options.generator = ctx.generator;
-  Tensor o = scaled_dot_product_attention(state.q, state.k, state.v, options);  // [B, H, T, Dh]
-  Tensor out = reshape(transpose(o, 1, 2), {B, T, o.size(1) * o.size(3)});
-  return adapted ? site.after(x, state, out, ctx) : out;
-}
-
-Tensor vision_sublayer(const SublayerSite& site, const Tensor& input, const Tensor& output, double p,
-                       const ForwardContext& ctx) {
-  auto drop = [&](const Tensor& t) { return ctx.training && p > 0.0 ? dropout(t, p, true, ctx.generator) : t; };
-  if (site.adapters.empty()) return drop(output);
-  return site.forward(input, drop(output), ctx);
+  AttentionSpec spec;  // scale 1/sqrt(d_head), bidirectional
+  spec.dropout = attention_dropout;
+  return attend(x, state, site, spec, ctx);
 }
 
 Tensor run_input_site(const InputSite& site, const Tensor& hidden, Tensor& mask, const ForwardContext& ctx) {
@@ -284,7 +254,7 @@ ViTLayer::ViTLayer(const ViTConfig& c)
       heads(c.num_attention_heads),
       hidden_dropout(c.hidden_dropout_prob),
       attention_dropout(c.attention_probs_dropout_prob),
-      act(vision_activation(c.hidden_act, "ViTConfig.hidden_act")) {
+      act(activation_by_name(c.hidden_act, "ViTConfig.hidden_act")) {
   register_module("layernorm_before", &layernorm_before);
   register_module("attention", &attention);
   register_module("layernorm_after", &layernorm_after);
@@ -302,10 +272,10 @@ Tensor ViTLayer::forward(const Tensor& x, const Tensor& key_mask, const ForwardC
   Tensor a = attention.dense.forward(vision_self_attention(a_in, attention.query, attention.key, attention.value, heads,
                                                            attention_dropout, key_mask, attention.attn_site, ctx),
                                      ctx);
-  Tensor h = x + vision_sublayer(sa_site, a_in, a, hidden_dropout, ctx);
+  Tensor h = x + sublayer_output(sa_site, a_in, a, hidden_dropout, ctx);
   Tensor m_in = layernorm_after.forward(h);
   Tensor m = output_dense.forward(act(intermediate_dense.forward(m_in, ctx)), ctx);
-  return h + vision_sublayer(ff_site, m_in, m, hidden_dropout, ctx);
+  return h + sublayer_output(ff_site, m_in, m, hidden_dropout, ctx);
 }
 
 ViTEncoder::ViTEncoder(const ViTConfig& c) {
@@ -327,7 +297,7 @@ Tensor ViTEncoder::forward(const Tensor& hidden, Tensor& mask, const ForwardCont
 }
 
 ViTPooler::ViTPooler(const ViTConfig& c)
-    : dense(c.hidden_size, c.pooler_size()), act(vision_activation(c.pooler_act, "ViTConfig.pooler_act")) {
+    : dense(c.hidden_size, c.pooler_size()), act(activation_by_name(c.pooler_act, "ViTConfig.pooler_act")) {
   register_module("dense", &dense);
 }
 
@@ -353,8 +323,7 @@ VisionOutput ViTModel::forward(const Tensor& pixel_values, const ForwardContext&
   Tensor tokens = concat({expand(embeddings.cls_token, {B, 1, D}), patches}, 1);
   tokens = add_position_embeddings(tokens, embeddings.position_embeddings, H, W, config.patch_size,
                                    config.image_height, config.image_width, interpolate_pos_encoding, "ViTModel");
-  if (ctx.training && config.hidden_dropout_prob > 0.0)
-    tokens = dropout(tokens, config.hidden_dropout_prob, true, ctx.generator);
+  tokens = dropout(tokens, config.hidden_dropout_prob, ctx);
   Tensor mask;
   VisionOutput out;
   out.grid_h = H / config.patch_size;
@@ -382,84 +351,63 @@ ViTForImageClassification::Output ViTForImageClassification::forward(const Tenso
 
 // ---- checkpoints ----
 
-StateDictReport load_state_dict_tolerant(Module& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                         const std::vector<std::string>& ignored,
-                                         const std::vector<std::string>& optional_params, bool strict) {
-  auto contains = [](const std::vector<std::string>& v, const std::string& s) {
-    return std::find(v.begin(), v.end(), s) != v.end();
-  };
-  std::vector<std::pair<std::string, Tensor>> kept;
-  std::vector<std::string> dropped, kept_names;
-  for (const auto& [name, t] : tensors) {
-    if (contains(ignored, name)) {
-      dropped.push_back(name);
-    } else {
-      kept.push_back({name, t});
-      kept_names.push_back(name);
-    }
-  }
-  // Optional parameters the checkpoint lacks load from themselves (a no-op copy), so the strict check passes and
-  // nothing is copied at all when it fails.
-  std::vector<std::string> filled;
-  for (const auto& [name, param] : model.named_parameters())
-    if (contains(optional_params, name) && !contains(kept_names, name)) {
-      kept.push_back({name, param});
-      filled.push_back(name);
-    }
-  StateDictReport report = load_state_dict(model, kept, strict);
-  report.unexpected.insert(report.unexpected.end(), dropped.begin(), dropped.end());
-  report.missing.insert(report.missing.end(), filled.begin(), filled.end());
-  return report;
+CheckpointRules checkpoint_rules(const ViTModel& model) {
+  CheckpointRules r;
+  r.ignore_unexpected = {R"(^classifier\.)"};
+  if (!model.pooler) r.ignore_unexpected.push_back(R"(^pooler\.)");
+  return r;
 }
 
-namespace {
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-
-bool any_prefixed(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix) {
-  for (const auto& [name, t] : tensors)
-    if (starts_with(name, prefix)) return true;
-  return false;
+CheckpointRules checkpoint_rules(const ViTForImageClassification&) {
+  CheckpointRules r;
+  r.base_model_prefix = "vit";
+  r.ignore_unexpected = {R"(^(vit\.)?pooler\.)"};
+  r.allow_missing = {"classifier.weight", "classifier.bias"};
+  return r;
 }
-}  // namespace
 
-StateDictReport load_vit_state_dict(ViTModel& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                    bool strict) {
-  // A classification checkpoint: take its "vit." tensors; its head has no place in a bare ViTModel.
-  const bool prefixed = any_prefixed(tensors, "vit.");
+StateDictReport load_checkpoint(ViTModel& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                bool strict) {
+  // A classification checkpoint keeps the ViTModel under "vit."; take it from there.
+  bool prefixed = false;
+  for (const auto& [name, t] : tensors) prefixed = prefixed || name.rfind("vit.", 0) == 0;
+  if (!prefixed) return load_checkpoint(static_cast<Module&>(model), tensors, checkpoint_rules(model), strict);
   std::vector<std::pair<std::string, Tensor>> renamed;
-  std::vector<std::string> ignored;
-  for (const auto& [name, t] : tensors) {
-    if (prefixed && starts_with(name, "vit.")) {
-      renamed.push_back({name.substr(4), t});
-    } else {
-      renamed.push_back({name, t});
-      if (prefixed) ignored.push_back(name);
-    }
-  }
+  for (const auto& [name, t] : tensors) renamed.push_back({name.rfind("vit.", 0) == 0 ? name.substr(4) : name, t});
+  return load_checkpoint(static_cast<Module&>(model), renamed, checkpoint_rules(model), strict);
+}
+
+StateDictReport load_checkpoint(ViTForImageClassification& model,
+                                const std::vector<std::pair<std::string, Tensor>>& tensors, bool strict) {
+  return load_checkpoint(static_cast<Module&>(model), tensors, checkpoint_rules(model), strict);
+}
+
+StateDictReport load_checkpoint(ViTModel& model, const std::string& path, bool strict) {
   try {
-    return load_state_dict_tolerant(model, renamed, ignored, {}, strict);
+    return load_checkpoint(model, read_checkpoint(path), strict);
   } catch (const Error& e) {
-    VLP_FAIL("ViTModel: ", e.what());
+    throw Error(path + ": " + e.what());
   }
 }
 
-StateDictReport load_vit_state_dict(ViTForImageClassification& model,
-                                    const std::vector<std::pair<std::string, Tensor>>& tensors, bool strict) {
-  // A ViTModel checkpoint: its tensors are the "vit." part, its pooler has no place here and the classifier is new.
-  const bool prefixed = any_prefixed(tensors, "vit.");
-  std::vector<std::pair<std::string, Tensor>> renamed;
-  std::vector<std::string> ignored, optional_params;
-  for (const auto& [name, t] : tensors) {
-    std::string n = prefixed || starts_with(name, "classifier.") ? name : "vit." + name;
-    if (!prefixed && starts_with(name, "pooler.")) ignored.push_back(n);
-    renamed.push_back({n, t});
-  }
-  if (!prefixed) optional_params = {"classifier.weight", "classifier.bias"};
+StateDictReport load_checkpoint(ViTForImageClassification& model, const std::string& path, bool strict) {
   try {
-    return load_state_dict_tolerant(model, renamed, ignored, optional_params, strict);
+    return load_checkpoint(model, read_checkpoint(path), strict);
   } catch (const Error& e) {
-    VLP_FAIL("ViTForImageClassification: ", e.what());
+    throw Error(path + ": " + e.what());
   }
+}
+
+std::unique_ptr<ViTModel> load_vit_model(const std::string& directory, bool add_pooling_layer) {
+  auto model = std::make_unique<ViTModel>(read_vit_config(directory), add_pooling_layer);
+  load_checkpoint(*model, directory);
+  return model;
+}
+
+std::unique_ptr<ViTForImageClassification> load_vit_for_image_classification(const std::string& directory) {
+  auto model = std::make_unique<ViTForImageClassification>(read_vit_config(directory));
+  load_checkpoint(*model, directory);
+  return model;
 }
 
 int64_t vit_num_parameters(const ViTConfig& c, bool classification) {

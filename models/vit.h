@@ -22,6 +22,9 @@
 #include <utility>
 #include <vector>
 
+#include "models/attention.h"
+#include "models/checkpoint.h"
+#include "models/config.h"
 #include "models/module.h"
 #include "models/site.h"
 
@@ -52,11 +55,6 @@ struct ViTConfig {
 ViTConfig read_vit_config(const std::string& path);
 ViTConfig parse_vit_config(const std::string& json_text, const std::string& source);
 
-// The activations transformers' ACT2FN names ("gelu", "quick_gelu", "gelu_new", "relu", "tanh", ...); an error
-// naming `key` and the value otherwise.
-using VisionActivation = Tensor (*)(const Tensor&);
-VisionActivation vision_activation(const std::string& name, const std::string& key);
-
 // ---- pieces shared with the CLIP vision tower ----
 
 // A stride = kernel convolution over P x P patches: weight [D, C, P, P], bias [D] or none.
@@ -84,16 +82,12 @@ Tensor add_position_embeddings(const Tensor& tokens, const Tensor& position_embe
                                int64_t image_w, int64_t patch, int64_t config_h, int64_t config_w, bool interpolate,
                                const char* model);
 
-// Multi-head self-attention over [B, T, D] with separate q/k/v projections, through an AttentionSite.
-// key_mask is [B, T] (nonzero = attend) or undefined.
+// Multi-head self-attention over [B, T, D] with separate q/k/v projections, through the block's AttentionSite
+// (models/attention.h attend()); returns the merged heads before the output projection. key_mask is [B, T]
+// (nonzero = attend) or undefined.
 Tensor vision_self_attention(const Tensor& x, const Linear& q, const Linear& k, const Linear& v, int64_t heads,
                              double attention_dropout, const Tensor& key_mask, const AttentionSite& site,
                              const ForwardContext& ctx);
-
-// A sublayer's contribution to the residual stream: site(input, dropout(output)) (or dropout(site(...)) when the
-// site asks for it), just dropout(output) when the site is empty.
-Tensor vision_sublayer(const SublayerSite& site, const Tensor& input, const Tensor& output, double dropout_p,
-                       const ForwardContext& ctx);
 
 // Runs an input site when it holds adapters, keeping the mask [B, T] (I64, 1 = attend) in step; returns the
 // (possibly longer) hidden states.
@@ -139,7 +133,7 @@ struct ViTLayer : Module {
   InputSite input_site;
   int64_t heads;
   double hidden_dropout, attention_dropout;
-  VisionActivation act;
+  ActivationFn act;
   explicit ViTLayer(const ViTConfig& config);
   Tensor forward(const Tensor& x, const Tensor& key_mask, const ForwardContext& ctx) const;
 };
@@ -155,7 +149,7 @@ struct ViTEncoder : Module {
 
 struct ViTPooler : Module {
   Linear dense;
-  VisionActivation act;
+  ActivationFn act;
   explicit ViTPooler(const ViTConfig& config);
   Tensor forward(const Tensor& cls, const ForwardContext& ctx) const { return act(dense.forward(cls, ctx)); }
 };
@@ -191,25 +185,24 @@ struct ViTForImageClassification : Module {
   const char* type_name() const override { return "ViTForImageClassification"; }
 };
 
-// ---- checkpoints ----
+// ---- checkpoints (models/checkpoint.h) ----
 
-// load_state_dict that tolerates what transformers' from_pretrained tolerates: checkpoint tensors named in
-// `ignored` are not loaded (reported as unexpected) and parameters named in `optional_params` may be absent
-// (reported as missing, left as initialised). Anything else follows load_state_dict (`strict` throws, naming
-// every problem, before anything is copied).
-StateDictReport load_state_dict_tolerant(Module& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                         const std::vector<std::string>& ignored,
-                                         const std::vector<std::string>& optional_params, bool strict);
-
-// Loads a transformers ViT checkpoint's tensors into either model, with transformers' prefix handling: a bare
-// ViTModel takes "vit.*" tensors of a classification checkpoint (the classifier is then unused), a
-// ViTForImageClassification takes the unprefixed tensors of a ViTModel checkpoint (its pooler is then unused and
-// its classifier keeps its initialisation). Those are listed in the report but are never errors; with `strict`
-// anything else missing, unexpected or of the wrong shape throws, naming every such tensor.
-StateDictReport load_vit_state_dict(ViTModel& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                    bool strict = true);
-StateDictReport load_vit_state_dict(ViTForImageClassification& model,
-                                    const std::vector<std::pair<std::string, Tensor>>& tensors, bool strict = true);
+// transformers' loading rules: a bare ViTModel takes the "vit.*" tensors of a classification checkpoint (its
+// classifier is ignored); a ViTForImageClassification takes a ViTModel checkpoint (names without "vit.", its pooler
+// ignored) and keeps its own classifier when the checkpoint has none (a new head, as from_pretrained does).
+CheckpointRules checkpoint_rules(const ViTModel& model);
+CheckpointRules checkpoint_rules(const ViTForImageClassification& model);
+// A checkpoint (file, index or directory) or its tensors into the model. With strict, every missing, unexpected
+// or mis-shaped tensor is named in one error and nothing is copied.
+StateDictReport load_checkpoint(ViTModel& model, const std::string& path, bool strict = true);
+StateDictReport load_checkpoint(ViTForImageClassification& model, const std::string& path, bool strict = true);
+StateDictReport load_checkpoint(ViTModel& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                bool strict = true);
+StateDictReport load_checkpoint(ViTForImageClassification& model,
+                                const std::vector<std::pair<std::string, Tensor>>& tensors, bool strict = true);
+// config.json + weights from a directory, as from_pretrained(directory).
+std::unique_ptr<ViTModel> load_vit_model(const std::string& directory, bool add_pooling_layer = true);
+std::unique_ptr<ViTForImageClassification> load_vit_for_image_classification(const std::string& directory);
 
 // Parameters transformers counts for the model a config describes (ViTModel with pooler, or
 // ViTForImageClassification when `classification`), without building it.
