@@ -60,10 +60,14 @@ void check_case(CLIPVisionModel& model, const TensorMap& f, const std::string& p
       continue;
     }
     ASSERT_TRUE(p.grad().defined()) << name;
-    // Within 1e-4 of each element and of the tensor's scale (at least 1e-3 of the largest gradient, for the
-    // key bias whose exact gradient is zero).
-    const double scale = std::max(max_abs(it->second), 1e-3 * largest);
-    EXPECT_TRUE(test::all_close(p.grad(), it->second, 1e-4, 1e-4 * scale)) << name;
+    // Within 1e-4 of each element and of the tensor's scale; the key bias's exact gradient is zero (softmax
+    // ignores a constant added to a row of scores), so both sides are float noise, checked to be tiny.
+    if (name.find("k_proj.bias") != std::string::npos) {
+      EXPECT_LE(max_abs(p.grad()), 1e-6 * largest) << name;
+      EXPECT_LE(max_abs(it->second), 1e-6 * largest) << name;
+    } else {
+      EXPECT_TRUE(close_to(p.grad(), it->second, 1e-4)) << name;
+    }
     ++checked;
   }
   EXPECT_EQ(checked, expected);
