@@ -82,20 +82,32 @@ json settings_of(const VisionTower& tower, const FeatureOptions& o) {
   return s;
 }
 
-// The ids a shard file holds (and their common shape), or nothing when it cannot be read.
-bool shard_holds(const fs::path& file, const std::vector<std::string>& ids, const json& feature_shape) {
-  try {
-    auto tensors = read_safetensors(file.string());
-    if (tensors.size() != ids.size()) return false;
-    std::set<std::string> want(ids.begin(), ids.end());
-    for (const auto& [name, t] : tensors) {
-      if (!want.count(name)) return false;
-      if (!feature_shape.is_null() && json(t.shape()) != feature_shape) return false;
-    }
-    return true;
-  } catch (const Error&) {
-    return false;  // damaged or foreign: extract again
+// Whether a shard file is complete and holds exactly these ids, of this dtype (and shape, once known). Reads the
+// header only: a resumed run checks every shard without reading the features themselves.
+bool shard_holds(const fs::path& file, const std::vector<std::string>& ids, DType dtype, const json& feature_shape) {
+  std::ifstream in(file, std::ios::binary | std::ios::ate);
+  if (!in) return false;
+  const uint64_t size = uint64_t(in.tellg());
+  uint64_t header_len = 0;
+  in.seekg(0);
+  if (size < 8 || !in.read(reinterpret_cast<char*>(&header_len), 8) || header_len > size - 8) return false;
+  std::string text(header_len, '\0');
+  if (!in.read(text.data(), std::streamsize(header_len))) return false;
+  json header = json::parse(text, nullptr, false);
+  if (header.is_discarded() || !header.is_object()) return false;
+  std::set<std::string> want(ids.begin(), ids.end()), seen;
+  uint64_t data_end = 0;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const json& e = it.value();
+    if (!want.count(it.key()) || !e.is_object() || e.value("dtype", "") != dtype_name(dtype)) return false;
+    if (!feature_shape.is_null() && e.value("shape", json()) != feature_shape) return false;
+    const json& off = e.value("data_offsets", json());
+    if (!off.is_array() || off.size() != 2 || !off[1].is_number_unsigned()) return false;
+    data_end = std::max(data_end, off[1].get<uint64_t>());
+    seen.insert(it.key());
   }
+  return seen == want && 8 + header_len + data_end == size;
 }
 
 }  // namespace
@@ -166,16 +178,20 @@ ExtractionReport extract_features(const VisionTower& tower, const std::vector<Im
   const fs::path index_path = dir / "index.json";
   json settings = settings_of(tower, o);
   json feature_shape;  // known from the first shard, written or found
-  std::map<int64_t, std::vector<std::string>> indexed;  // finished shards of an earlier run
   if (fs::exists(index_path)) {
     json old = read_json_file(index_path);
-    for (auto it = settings.begin(); it != settings.end(); ++it)
-      VLP_CHECK(old.contains(it.key()) && old[it.key()] == it.value(), directory, ": holds features made with ",
-                it.key(), " = ", old.contains(it.key()) ? old[it.key()].dump() : "(none)", ", this run asks for ",
-                it.value().dump(), "; use another directory or remove this one");
+    std::string differences;
+    for (const json* keys : {&settings, &old})
+      for (auto it = keys->begin(); it != keys->end(); ++it) {
+        const std::string& key = it.key();
+        if (key == "shards" || key == "feature_shape" || (keys == &old && settings.contains(key))) continue;
+        auto show = [&](const json& j) { return j.contains(key) ? j[key].dump() : std::string("(none)"); };
+        if (show(old) != show(settings))
+          differences += str("\n  ", key, ": ", show(old), " there, ", show(settings), " in this run");
+      }
+    VLP_CHECK(differences.empty(), "extract_features: ", directory, " holds features made with other settings:",
+              differences, "\nuse another directory or remove this one");
     if (old.contains("feature_shape")) feature_shape = old["feature_shape"];
-    for (const json& s : old.value("shards", json::array()))
-      indexed[s.at("shard").get<int64_t>()] = s.at("ids").get<std::vector<std::string>>();
   }
 
   ExtractionReport report;
@@ -194,11 +210,7 @@ ExtractionReport extract_features(const VisionTower& tower, const std::vector<Im
     std::vector<std::string> ids;
     for (int64_t i = begin; i < end; ++i) ids.push_back(refs[size_t(i)].id);
     const fs::path file = dir / shard_name(k);
-    bool done = false;
-    if (fs::exists(file)) {
-      auto it = indexed.find(k);
-      done = (it != indexed.end() && it->second == ids) || shard_holds(file, ids, feature_shape);
-    }
+    const bool done = fs::exists(file) && shard_holds(file, ids, o.dtype, feature_shape);
     if (done) {
       ++report.shards_skipped;
     } else {
