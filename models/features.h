@@ -29,7 +29,7 @@
 namespace vlp {
 
 // A vision tower seen as a function of a batch of images. The towers below run frozen (no graph is recorded),
-// in eval mode.
+// in eval mode, and refer to the model, which must outlive them.
 struct VisionTower {
   std::string name;  // recorded in the index; a directory is only reused by a tower of the same name
   std::function<VisionOutput(const Tensor& pixel_values)> forward;

@@ -6,12 +6,13 @@
 // Adaptation sites (models/site.h), named by module path (prefix "vit." inside ViTForImageClassification):
 //   encoder.input_site                   the embeddings [CLS; patches] + positions, before layer 0: shallow VPT
 //                                        inserts its prompts after CLS here
-//   encoder.layer.N.input_site           the hidden states entering layer N (after the previous layer): VPT-deep
-//                                        replaces its prompt slots here for N >= 1
+//   encoder.layer.N.input_site           the hidden states entering layer N (after the previous layer; for N = 0
+//                                        what encoder.input_site returned): VPT-deep inserts P_1 at
+//                                        encoder.input_site and replaces the prompt slots by P_N here for N >= 1
 //   encoder.layer.N.attention.attn_site  q, k, v of the self-attention (prefix tuning)
 //   encoder.layer.N.sa_site, .ff_site    after the attention and after the MLP, called with the sublayer input
-//                                        (the LayerNorm output) and the sublayer output after its dropout, before
-//                                        the residual add (bottleneck adapters)
+//                                        (the LayerNorm output) and the sublayer output after its dropout (before
+//                                        it when the site sets before_dropout), before the residual add
 //   every projection is a Linear: attention.attention.{query,key,value}, attention.output.dense,
 //   intermediate.dense, output.dense, pooler.dense, classifier (LoRA and the other LinearAdapters)
 // Input sites may insert positions after CLS (their attention mask [B, T] is then honoured as a key padding mask);
