@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "models/checkpoint.h"
+#include "runtime/safetensors.h"
 
 namespace vlp {
 
@@ -28,30 +28,24 @@ std::string shard_name(int64_t k) {
   return buf;
 }
 
-// Writes through a temporary file in the same directory, renamed over `path` once complete (rename is atomic
-// within a file system, so readers and later runs see the old file or the new one, never a partial one).
-template <class Write>
-void write_atomically(const fs::path& path, Write write) {
+// Writes the index through a temporary file in the same directory, renamed over `path` once complete (rename is
+// atomic within a file system, so readers and later runs see the old index or the new one, never a partial one).
+// Shards are written by save_safetensors, which does the same.
+void write_text_atomically(const fs::path& path, const std::string& text) {
   fs::path tmp = path;
   tmp += ".tmp-" + std::to_string(::getpid());
   try {
-    write(tmp.string());
+    std::ofstream out(tmp, std::ios::binary);
+    VLP_CHECK(out, "cannot write ", tmp.string());
+    out << text;
+    out.close();
+    VLP_CHECK(out, "error while writing ", tmp.string());
     fs::rename(tmp, path);
   } catch (...) {
     std::error_code ignored;
     fs::remove(tmp, ignored);
     throw;
   }
-}
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  write_atomically(path, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    VLP_CHECK(out, "cannot write ", tmp);
-    out << text;
-    out.close();
-    VLP_CHECK(out, "error while writing ", tmp);
-  });
 }
 
 json read_json_file(const fs::path& path) {
@@ -83,31 +77,22 @@ json settings_of(const VisionTower& tower, const FeatureOptions& o) {
 }
 
 // Whether a shard file is complete and holds exactly these ids, of this dtype (and shape, once known). Reads the
-// header only: a resumed run checks every shard without reading the features themselves.
+// header only (which runtime/safetensors validates against the file size): a resumed run checks every shard
+// without reading the features themselves.
 bool shard_holds(const fs::path& file, const std::vector<std::string>& ids, DType dtype, const json& feature_shape) {
-  std::ifstream in(file, std::ios::binary | std::ios::ate);
-  if (!in) return false;
-  const uint64_t size = uint64_t(in.tellg());
-  uint64_t header_len = 0;
-  in.seekg(0);
-  if (size < 8 || !in.read(reinterpret_cast<char*>(&header_len), 8) || header_len > size - 8) return false;
-  std::string text(header_len, '\0');
-  if (!in.read(text.data(), std::streamsize(header_len))) return false;
-  json header = json::parse(text, nullptr, false);
-  if (header.is_discarded() || !header.is_object()) return false;
-  std::set<std::string> want(ids.begin(), ids.end()), seen;
-  uint64_t data_end = 0;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const json& e = it.value();
-    if (!want.count(it.key()) || !e.is_object() || e.value("dtype", "") != dtype_name(dtype)) return false;
-    if (!feature_shape.is_null() && e.value("shape", json()) != feature_shape) return false;
-    const json& off = e.value("data_offsets", json());
-    if (!off.is_array() || off.size() != 2 || !off[1].is_number_unsigned()) return false;
-    data_end = std::max(data_end, off[1].get<uint64_t>());
-    seen.insert(it.key());
+  SafetensorsHeader header;
+  try {
+    header = read_safetensors_header(file.string());
+  } catch (const Error&) {
+    return false;  // damaged or foreign: extract again
   }
-  return seen == want && 8 + header_len + data_end == size;
+  std::set<std::string> want(ids.begin(), ids.end()), seen;
+  for (const SafetensorsEntry& e : header.entries) {
+    if (!want.count(e.name) || e.dtype != dtype) return false;
+    if (!feature_shape.is_null() && json(e.shape) != feature_shape) return false;
+    seen.insert(e.name);
+  }
+  return seen == want && header.entries.size() == ids.size();
 }
 
 }  // namespace
@@ -255,7 +240,7 @@ ExtractionReport extract_features(const VisionTower& tower, const std::vector<Im
                 shape_json.dump(), " but ", directory, " holds ", feature_shape.dump(),
                 " (images of different sizes through a tower that keeps every patch?)");
       feature_shape = shape_json;
-      write_atomically(file, [&](const std::string& tmp) { write_safetensors(tmp, out); });
+      save_safetensors(file.string(), out, {{"format", kFormat}, {"tower", tower.name}});
     }
     shards.push_back({{"shard", k}, {"file", shard_name(k)}, {"ids", ids}});
     if (!done || k + 1 == report.shards) write_index();
@@ -299,8 +284,8 @@ const std::map<std::string, Tensor>& FeatureStore::shard(int64_t index) {
       cache_.splice(cache_.begin(), cache_, it);
       return cache_.front().second;
     }
-  std::map<std::string, Tensor> tensors;
-  for (auto& [name, t] : read_safetensors(shard_files_[size_t(index)])) tensors[name] = t;
+  std::map<std::string, Tensor> tensors;  // views of the memory-mapped file
+  for (auto& [name, t] : load_safetensors(shard_files_[size_t(index)]).tensors) tensors[name] = t;
   cache_.push_front({index, std::move(tensors)});
   while (int64_t(cache_.size()) > cached_shards_) cache_.pop_back();
   return cache_.front().second;

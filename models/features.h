@@ -82,8 +82,8 @@ ExtractionReport extract_features(const VisionTower& tower, const std::vector<Im
 // Features of one image batch as extract_features stores them: [B, tokens, D] or [B, D] in the tower's dtype.
 Tensor image_features(const VisionOutput& out, const FeatureOptions& options);
 
-// Reads a feature directory. Shards are loaded on first use and the most recently used `cached_shards` kept in
-// memory. Safe to call from several threads (data-loader workers).
+// Reads a feature directory. Shards are memory-mapped on first use (runtime/safetensors) and the most recently
+// used `cached_shards` kept mapped. Safe to call from several threads (data-loader workers).
 class FeatureStore {
  public:
   explicit FeatureStore(const std::string& directory, int64_t cached_shards = 8);

@@ -10,6 +10,7 @@
 
 #include "common/test_util.h"
 #include "models/checkpoint.h"
+#include "runtime/safetensors.h"
 #include "models/clip_vision.h"
 
 namespace vlp {
@@ -22,7 +23,7 @@ using TensorMap = std::map<std::string, Tensor>;
 
 TensorMap read_fixture() {
   TensorMap m;
-  for (auto& [name, t] : read_safetensors(kFixture + "/fixture.safetensors")) m[name] = t;
+  for (auto& [name, t] : load_safetensors(kFixture + "/fixture.safetensors").tensors) m[name] = t;
   return m;
 }
 

@@ -10,6 +10,7 @@
 #include "common/test_util.h"
 #include "data/image.h"
 #include "models/checkpoint.h"
+#include "runtime/safetensors.h"
 #include "models/features.h"
 
 namespace vlp {
@@ -240,8 +241,8 @@ TEST(Features, HalfPrecisionStorage) {
   extract_features(tower, refs, images.loader(), dir.string(), o);
   FeatureStore store(dir.string());
   EXPECT_EQ(store.dtype(), DType::F16);
-  auto raw = read_safetensors((dir / "features-00000.safetensors").string());
-  EXPECT_EQ(raw[0].second.dtype(), DType::F16);
+  auto raw = load_safetensors((dir / "features-00000.safetensors").string());
+  EXPECT_EQ(raw.tensors[0].second.dtype(), DType::F16);
   Tensor got = store.get("id101");
   EXPECT_EQ(got.dtype(), DType::F32);
   EXPECT_TRUE(test::all_close(got, expected_features(tower, images.by_path[refs[1].path], o), 1e-3, 1e-3));

@@ -10,6 +10,7 @@
 
 #include "common/test_util.h"
 #include "models/checkpoint.h"
+#include "runtime/safetensors.h"
 #include "models/vit.h"
 
 namespace vlp {
@@ -22,7 +23,7 @@ using TensorMap = std::map<std::string, Tensor>;
 
 TensorMap read_fixture(const std::string& dir) {
   TensorMap m;
-  for (auto& [name, t] : read_safetensors(dir + "/fixture.safetensors")) m[name] = t;
+  for (auto& [name, t] : load_safetensors(dir + "/fixture.safetensors").tensors) m[name] = t;
   return m;
 }
 
