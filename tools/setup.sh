@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ pkg-config ccache libstb-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
-          libopenblas-dev libsentencepiece-dev libpcre2-dev)
+          libopenblas-openmp-dev libsentencepiece-dev libpcre2-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
