@@ -48,6 +48,7 @@ AdaLoraLayer::AdaLoraLayer(const Linear& layer, int64_t r_, double ranknum_, dou
 
 Tensor AdaLoraLayer::delta_weight() const {
   NoGradGuard no_grad;
+  if (r == 0) return zeros({lora_B.size(0), lora_A.size(1)});
   return mul(matmul(lora_B, mul(lora_A, lora_E)), scaling / (ranknum + 1e-5));
 }
 
@@ -122,12 +123,19 @@ void adalora_prepare_save(Module& model, const std::string& adapter_name, nlohma
     std::vector<int64_t> idx;
     for (size_t i = 0; i < kept.size(); ++i)
       if (kept[i]) idx.push_back(int64_t(i));
-    Tensor index = from_data(idx, {int64_t(idx.size())});
     const std::string prefix = "base_model.model." + ref.path + ".";
-    for (auto& [k, t] : tensors) {
+    auto keep = [&](const Tensor& t, int64_t dim) {
       NoGradGuard no_grad;
-      if (k == prefix + "lora_A" || k == prefix + "lora_E") t = index_select(t.detach(), 0, index);
-      else if (k == prefix + "lora_B") t = index_select(t.detach(), 1, index);
+      if (idx.empty()) {  // every triplet pruned: a zero-size tensor, as PEFT writes it
+        Shape s = t.shape();
+        s[size_t(dim)] = 0;
+        return zeros(s, t.dtype());
+      }
+      return index_select(t.detach(), dim, from_data(idx, {int64_t(idx.size())}));
+    };
+    for (auto& [k, t] : tensors) {
+      if (k == prefix + "lora_A" || k == prefix + "lora_E") t = keep(t, 0);
+      else if (k == prefix + "lora_B") t = keep(t, 1);
     }
   }
   (void)config;  // rank_pattern is kept current in the adapter's config by the allocator
