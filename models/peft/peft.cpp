@@ -778,11 +778,10 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
   VLP_CHECK(fs::exists(base / "adapter_config.json"), base.string(), ": no adapter_config.json");
   VLP_CHECK(fs::exists(st_path), base.string(), ": no adapter_model.safetensors");
   PeftConfig config = load_peft_config((base / "adapter_config.json").string());
-  // Initialisation is informative on load: never rewrite the base (PiSSA, OLoRA), the file has the tensors.
-  PeftConfig attach_config = config;
-  if (attach_config.raw.contains("init_lora_weights")) attach_config.raw["init_lora_weights"] = true;
-  add_adapter(model, attach_config, adapter_name, 0);
-  state_of(model).configs[adapter_name] = config;
+  // The file's tensors replace whatever the initialisation drew. Base-rewriting inits (PiSSA, OLoRA) run again
+  // on load, as PEFT does, so an adapter saved with them loads onto the original base; an adapter converted
+  // with save_adapter_as_plain_lora (init true, rank 2r) needs no rewrite.
+  add_adapter(model, config, adapter_name, 0);
 
   SafetensorsFile file = load_safetensors(st_path.string());
   auto expected = adapter_tensors(model, config, adapter_name);

@@ -89,6 +89,31 @@ TEST(Lora, PissaAndOloraRewriteTheBaseWithoutChangingOutputs) {
   }
 }
 
+TEST(Lora, PissaSavesAsPlainLoraOrReappliesOnLoad) {
+  test::TinyModel m("bart");
+  peft::add_adapter(m.module(), cfg(R"({"peft_type": "LORA", "r": 3, "lora_alpha": 6, "init_lora_weights": "pissa"})"));
+  std::vector<Tensor> trainable;
+  for (auto& [n, p] : m.module().named_parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  Optimizer opt = make_adamw(trainable, 1e-2, 0.0);
+  backward(m.forward().loss);
+  step(opt);
+  Tensor trained = m.logits();
+  auto dir = test::temp_dir("pissa");
+  peft::save_adapter_as_plain_lora(m.module(), "default", (dir / "plain").string());
+  peft::save_adapter(m.module(), peft::adapter_config(m.module(), "default"), "default", (dir / "pissa").string());
+  auto plain_cfg = json::parse(test::read_text((dir / "plain" / "adapter_config.json").string()));
+  EXPECT_EQ(plain_cfg["r"], 6);
+  EXPECT_EQ(plain_cfg["lora_alpha"], 12);
+  EXPECT_EQ(plain_cfg["init_lora_weights"], true);
+  test::TinyModel a("bart"), b("bart");
+  peft::load_adapter(a.module(), (dir / "plain").string());  // onto the original base, no rewrite
+  EXPECT_TRUE(test::close_to_scale(a.logits(), trained, 1e-5));
+  peft::load_adapter(b.module(), (dir / "pissa").string());  // the base rewrite runs again, as in PEFT
+  EXPECT_TRUE(test::close_to_scale(b.logits(), trained, 1e-5));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Lora, TrainableSetAndGradients) {
   test::TinyModel m("vit");
   peft::add_adapter(m.module(), cfg(R"({"peft_type": "LORA", "r": 2, "target_modules": ["query", "attention.output.dense"],
