@@ -189,6 +189,9 @@ def check_written(root):
 
 
 def main():
+    # PEFT writes target_modules from a Python set: fix the hash seed so the file order is reproducible.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
     if len(sys.argv) >= 3 and sys.argv[1] == "--check":
         sys.exit(0 if check_written(sys.argv[2]) else 1)
     os.makedirs(OUT, exist_ok=True)
