@@ -35,9 +35,11 @@ TEST(AdaLora, MatchesPeftIncludingRankAllocation) {
   peft::AdaLoraAllocator allocator(m.module());
   EXPECT_EQ(allocator.init_budget, 128);
   EXPECT_EQ(allocator.update_and_allocate(m.module(), kAllocationStep), 72);
-  for (auto& [key, t] : peft::adapter_state_dict(m.module(), "default"))
-    if (key.size() > 7 && key.compare(key.size() - 7, 7, ".lora_E") == 0)
+  for (auto& [key, t] : peft::adapter_state_dict(m.module(), "default")) {
+    if (key.size() > 7 && key.compare(key.size() - 7, 7, ".lora_E") == 0) {
       EXPECT_TRUE(test::all_close(t, fx.at("masked." + key), 0, 0)) << key;
+    }
+  }
   EXPECT_TRUE(test::close_to_scale(m.logits(), fx.at("logits_after"), 1e-5));
   // Saving writes PEFT's pruned adapter.
   auto saved = test::temp_dir("adalora");
