@@ -1,0 +1,37 @@
+// Shared pieces of the Linear-site PEFT methods (LoHa, LoKr, VeRA, OFT, BOFT, HRA, FourierFT):
+// default targets per backbone (spec/peft.md §5), per-module rank/alpha patterns, target selection over
+// the model's Linear sites, merging a weight delta into a base weight stored in either layout, and the
+// LyCORIS-style training-time module dropout draw.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/peft/peft.h"
+
+namespace vlp::peft {
+
+// The method's default target list for a backbone ("gpt2", "t5", "bart", "clip_vision"); empty for ViT and
+// unknown backbones, where the config must name targets. FourierFT uses mlp.c_proj on GPT-2.
+std::vector<std::string> default_linear_targets(const std::string& backbone, const std::string& peft_type);
+
+// The Linear sites a config selects (explicit targets, or the defaults), in model order. Fails, naming the
+// method, when nothing matches or when no target is given and the backbone has no default.
+std::vector<std::pair<std::string, Linear*>> select_linear_targets(AttachContext& ctx, const std::string& method);
+
+// HF PEFT's pattern lookup: the first key k of `patterns` for which the module name ends in "k" preceded by
+// a dot (or equals it) wins; `fallback` when none matches.
+int pattern_int(const std::map<std::string, int>& patterns, const std::string& name, int fallback);
+double pattern_double(const std::map<std::string, double>& patterns, const std::string& name, double fallback);
+
+// W += sign * delta, delta given as [out, in]; transposed into a fan_in_fan_out weight. No gradient.
+void add_delta_to_weight(Linear& layer, const Tensor& delta_out_in, double sign);
+// W <- the [out, in] matrix `w_out_in`, written in the layer's layout (copy, no gradient).
+void set_weight_out_in(Linear& layer, const Tensor& w_out_in);
+
+// True when a training-time module dropout with probability p skips the adapter for this forward.
+bool module_dropout_skips(double p, const ForwardContext& ctx);
+// Rank dropout: a [rows, 1] keep mask (Bernoulli 1 - p), divided by its mean when `rescale`.
+Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardContext& ctx, DType dtype);
+
+}  // namespace vlp::peft

@@ -1,0 +1,128 @@
+"""Reference fixtures for the Linear-site PEFT methods (models/peft/{loha,lokr,oft,vera,hra,fourierft,boft}).
+
+Each case wraps a tiny chain of two layers with HF PEFT (peft 0.21.2):
+
+    y = lin2(tanh(lin1(x)))      lin1: D_IN -> D_MID, lin2: D_MID -> D_OUT (torch Linear, or transformers'
+                                 Conv1D for the fan_in_fan_out cases, whose weight is stored [in, out])
+
+with both layers targeted, and sets every adapter tensor to non-trivial random values (so the adapted output
+differs from the base). It records into tests/fixtures/peft_linear/<case>.safetensors (fp32, eval mode):
+
+  x, y, y_base          input [2, 3, D_IN], adapted output, base output (adapters disabled)
+  probe, loss           loss = sum(probe * y)
+  base.<name>           the chain's own parameters (lin1.weight, lin1.bias, lin2.weight, lin2.bias)
+  adapter.<key>         every tensor of get_peft_model_state_dict, under its adapter_model.safetensors key
+  grad.<key>            d loss / d that tensor (trainable tensors only)
+  y_merged              output after merge_adapter() (mergeable methods)
+  extra.*               method-specific values (FourierFT's indices, OFT's rotation, ...)
+
+and <case>.json: the adapter_config.json PEFT writes (save_pretrained), which the C++ tests parse.
+
+Run:  /work/main/tools/reference/.venv/bin/python tools/reference/make_peft_linear_fixtures.py  (repo root)
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+from safetensors.torch import save_file
+from transformers.pytorch_utils import Conv1D
+
+import peft
+from peft import get_peft_model, get_peft_model_state_dict
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(ROOT, "tests", "fixtures", "peft_linear")
+
+D_IN, D_MID, D_OUT = 16, 12, 8
+
+
+class Chain(torch.nn.Module):
+    def __init__(self, conv1d=False):
+        super().__init__()
+        make = (lambda i, o: Conv1D(o, i)) if conv1d else (lambda i, o: torch.nn.Linear(i, o))
+        self.lin1 = make(D_IN, D_MID)
+        self.lin2 = make(D_MID, D_OUT)
+        for p in self.parameters():
+            torch.nn.init.normal_(p, 0.0, 0.3)
+
+    def forward(self, x):
+        return self.lin2(torch.tanh(self.lin1(x)))
+
+
+def randomise(model, scale):
+    """Every adapter tensor (trainable or not, except those we must keep structural) to random values."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def make_case(name, config, conv1d=False, scale=0.3, mergeable=True, extra=None, keep_init=False):
+    torch.manual_seed(0)
+    base = Chain(conv1d)
+    base_state = {f"base.{k}": v.detach().clone().contiguous() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, config)
+    if not keep_init:
+        randomise(model, scale)
+    model.eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, D_IN, generator=g)
+    probe = torch.randn(2, 3, D_OUT, generator=g)
+    y = model(x)
+    loss = (probe * y).sum()
+    loss.backward()
+    sd = get_peft_model_state_dict(model)
+    # map each saved key to its parameter to fetch gradients
+    params = dict(model.named_parameters())
+    out = {"x": x, "y": y.detach(), "probe": probe, "loss": loss.detach().reshape(1)}
+    out.update(base_state)
+    for k, v in sd.items():
+        out[f"adapter.{k}"] = v.detach().clone().contiguous()
+        # find the parameter: the saved key with the adapter name put back
+        for pname, p in params.items():
+            if p.grad is None:
+                continue
+            stripped = pname.replace(".default", "")
+            if stripped == k or stripped == k + ".weight" or stripped.replace(".weight", "") == k:
+                out[f"grad.{k}"] = p.grad.detach().clone()
+    with model.disable_adapter():
+        out["y_base"] = model(x).detach()
+    if mergeable:
+        with torch.no_grad():
+            model.merge_adapter()
+            out["y_merged"] = model(x).detach()
+            model.unmerge_adapter()
+    if extra:
+        out.update(extra(model))
+    out = {k: v.contiguous().float() if v.is_floating_point() else v.contiguous() for k, v in out.items()}
+    save_file(out, os.path.join(OUT, f"{name}.safetensors"), metadata={"peft": peft.__version__})
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        shutil.copy(os.path.join(d, "adapter_config.json"), os.path.join(OUT, f"{name}.json"))
+    grads = [k for k in out if k.startswith("grad.")]
+    print(f"{name}: {len(sd)} adapter tensors, {len(grads)} grads, |y - y_base| = {(out['y'] - out['y_base']).abs().max():.4f}")
+
+
+def loha_cases():
+    make_case("loha", peft.LoHaConfig(r=4, alpha=6, target_modules=["lin1", "lin2"]))
+    make_case("loha_pattern", peft.LoHaConfig(r=4, alpha=6, target_modules=["lin1", "lin2"],
+                                              rank_pattern={"lin2": 2}, alpha_pattern={"lin2": 3}))
+
+
+def lokr_cases():
+    make_case("lokr", peft.LoKrConfig(r=2, alpha=3, target_modules=["lin1", "lin2"]))
+    make_case("lokr_both", peft.LoKrConfig(r=1, alpha=2, decompose_both=True, target_modules=["lin1", "lin2"]))
+    make_case("lokr_factor", peft.LoKrConfig(r=8, alpha=4, decompose_factor=4, target_modules=["lin1", "lin2"]))
+
+
+CASES = {"loha": loha_cases, "lokr": lokr_cases}
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    for key in sys.argv[1:] or list(CASES):
+        CASES[key]()
