@@ -1,5 +1,6 @@
 #include "models/peft/linear_common.h"
 
+#include <cmath>
 #include <regex>
 
 namespace vlp::peft {
@@ -75,6 +76,94 @@ Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardCont
   if (rescale && kept > 0)
     for (double& e : v) e *= double(rows) / kept;
   return from_vector(v, {rows, 1}, dtype);
+}
+
+}  // namespace vlp::peft
+
+namespace vlp::peft {
+
+Tensor batched_inverse(const Tensor& a, const char* what) {
+  VLP_CHECK(a.dim() == 3 && a.size(1) == a.size(2), what, ": inverse needs [n, b, b] blocks, got ",
+            shape_str(a.shape()));
+  const int64_t n = a.size(0), b = a.size(1);
+  std::vector<double> m = to_vector(a), inv(size_t(n * b * b), 0.0);
+  for (int64_t s = 0; s < n; ++s) {
+    double* A = m.data() + s * b * b;
+    double* I = inv.data() + s * b * b;
+    for (int64_t i = 0; i < b; ++i) I[i * b + i] = 1.0;
+    for (int64_t col = 0; col < b; ++col) {
+      int64_t piv = col;
+      for (int64_t r = col + 1; r < b; ++r)
+        if (std::abs(A[r * b + col]) > std::abs(A[piv * b + col])) piv = r;
+      VLP_CHECK(A[piv * b + col] != 0.0, what, ": block ", s, " is singular");
+      if (piv != col)
+        for (int64_t j = 0; j < b; ++j) {
+          std::swap(A[piv * b + j], A[col * b + j]);
+          std::swap(I[piv * b + j], I[col * b + j]);
+        }
+      const double d = A[col * b + col];
+      for (int64_t j = 0; j < b; ++j) {
+        A[col * b + j] /= d;
+        I[col * b + j] /= d;
+      }
+      for (int64_t r = 0; r < b; ++r) {
+        if (r == col || A[r * b + col] == 0.0) continue;
+        const double f = A[r * b + col];
+        for (int64_t j = 0; j < b; ++j) {
+          A[r * b + j] -= f * A[col * b + j];
+          I[r * b + j] -= f * I[col * b + j];
+        }
+      }
+    }
+  }
+  Tensor out = from_vector(inv, a.shape(), a.dtype(), a.device());
+  if (Node* node = record("batched_inverse", {a}, {&out})) {
+    node->save({out});
+    node->backward = [](Node& nd, const Grads& g) -> Grads {
+      Tensor it = transpose(nd.saved[0], 1, 2);
+      return {neg(bmm(bmm(it, g[0]), it))};
+    };
+  }
+  return out;
+}
+
+Tensor skew_from_upper(const Tensor& vec, int64_t b) {
+  const int64_t n = vec.size(0), ne = b * (b - 1) / 2;
+  VLP_CHECK(vec.dim() == 2 && vec.size(1) == ne, "skew matrix: expected [n, ", ne, "] upper triangles for block size ",
+            b, ", got ", shape_str(vec.shape()));
+  // Column 0 of `padded` is zero, 1..ne the values, ne+1..2ne their negatives.
+  std::vector<int64_t> idx(size_t(b * b), 0);
+  int64_t k = 0;
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t j = i + 1; j < b; ++j, ++k) {
+      idx[size_t(i * b + j)] = 1 + k;
+      idx[size_t(j * b + i)] = 1 + ne + k;
+    }
+  Tensor padded = concat({zeros({n, 1}, vec.dtype(), vec.device()), vec, neg(vec)}, 1);
+  return reshape(index_select(padded, 1, from_data<int64_t>(idx, {b * b})), {n, b, b});
+}
+
+Tensor apply_block_rotation(const Tensor& x, const Tensor& blocks) {
+  const int64_t nb = blocks.size(0), b = blocks.size(1), in = x.size(x.dim() - 1);
+  VLP_CHECK(nb * b == in, "block rotation: ", nb, " blocks of ", b, " do not cover ", in, " input features");
+  Shape shape = x.shape();
+  Tensor xr = transpose(reshape(x, {-1, nb, b}), 0, 1);  // [nb, N, b]
+  Tensor out = transpose(bmm(contiguous(xr), to(blocks, x.dtype())), 0, 1);
+  return reshape(contiguous(out), shape);
+}
+
+Tensor identity(int64_t b, DType dtype) {
+  std::vector<double> v(size_t(b * b), 0.0);
+  for (int64_t i = 0; i < b; ++i) v[size_t(i * b + i)] = 1.0;
+  return from_vector(v, {b, b}, dtype);
+}
+
+Tensor block_diagonal(const Tensor& blocks) {
+  NoGradGuard no_grad;
+  const int64_t nb = blocks.size(0), b = blocks.size(1);
+  Tensor out = zeros({nb * b, nb * b}, blocks.dtype());
+  for (int64_t i = 0; i < nb; ++i) copy_(narrow(narrow(out, 0, i * b, b), 1, i * b, b), select(blocks, 0, i));
+  return out;
 }
 
 }  // namespace vlp::peft

@@ -35,3 +35,26 @@ bool module_dropout_skips(double p, const ForwardContext& ctx);
 Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardContext& ctx, DType dtype);
 
 }  // namespace vlp::peft
+
+namespace vlp::peft {
+
+// The inverse of each matrix of a batch [n, b, b] (Gauss-Jordan with partial pivoting, in double),
+// differentiable: d(A^-1) = -A^-T G A^-T. Used by the exact Cayley transforms of OFT and BOFT and by
+// their unmerge. Fails naming `what` on a singular block.
+Tensor batched_inverse(const Tensor& a, const char* what);
+
+// A skew-symmetric batch [n, b, b] from the strict upper triangles [n, b(b-1)/2] (row-major order, as
+// torch.triu_indices(b, b, 1)): Q[i, j] = v, Q[j, i] = -v. Differentiable, exact (an index gather).
+Tensor skew_from_upper(const Tensor& vec, int64_t b);
+
+// x [..., nb·b] with each block of b features multiplied on the right by its block: out[.., r, :] =
+// x[.., r, :] · R[r] (R [nb, b, b]).
+Tensor apply_block_rotation(const Tensor& x, const Tensor& blocks);
+
+// The b x b identity matrix.
+Tensor identity(int64_t b, DType dtype = DType::F32);
+
+// The block-diagonal [nb·b, nb·b] matrix of blocks [nb, b, b] (no gradient; for merging).
+Tensor block_diagonal(const Tensor& blocks);
+
+}  // namespace vlp::peft

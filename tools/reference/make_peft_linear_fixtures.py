@@ -120,7 +120,16 @@ def lokr_cases():
     make_case("lokr_factor", peft.LoKrConfig(r=8, alpha=4, decompose_factor=4, target_modules=["lin1", "lin2"]))
 
 
-CASES = {"loha": loha_cases, "lokr": lokr_cases}
+def oft_cases():
+    t = ["lin1", "lin2"]
+    make_case("oft", peft.OFTConfig(oft_block_size=4, target_modules=t), scale=0.2)
+    make_case("oft_cayley", peft.OFTConfig(oft_block_size=4, use_cayley_neumann=False, target_modules=t), scale=0.3)
+    make_case("oft_r", peft.OFTConfig(r=2, oft_block_size=0, num_cayley_neumann_terms=3, target_modules=t), scale=0.1)
+    make_case("oft_share", peft.OFTConfig(oft_block_size=4, block_share=True, target_modules=t), scale=0.2)
+    make_case("oft_coft", peft.OFTConfig(oft_block_size=4, coft=True, eps=0.5, target_modules=t), scale=0.2)
+
+
+CASES = {"loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
