@@ -60,8 +60,8 @@ struct ParityCase {
     peft::AttachContext ctx{*chain, config, "default", gen, ""};
     attach(ctx);
     size_t loaded = 0;
-    for (auto [pname, t] : chain->named_parameters()) {
-      if (pname.find(".adapters.") == std::string::npos) continue;
+    for (auto [pname, t] : chain->state_dict()) {
+      if (pname.find(".adapters.") == std::string::npos && pname.rfind("peft_shared.", 0) != 0) continue;
       const Tensor* src = file.find("adapter." + key(pname));
       if (!src) ADD_FAILURE() << name << ": no fixture tensor for parameter " << pname << " (key " << key(pname) << ")";
       if (!src) continue;

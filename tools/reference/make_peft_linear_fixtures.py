@@ -129,7 +129,14 @@ def oft_cases():
     make_case("oft_coft", peft.OFTConfig(oft_block_size=4, coft=True, eps=0.5, target_modules=t), scale=0.2)
 
 
-CASES = {"loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
+def vera_cases():
+    t = ["lin1", "lin2"]
+    make_case("vera", peft.VeraConfig(r=4, target_modules=t), scale=0.5)
+    make_case("vera_conv1d", peft.VeraConfig(r=6, projection_prng_key=5, fan_in_fan_out=True, target_modules=t),
+              conv1d=True, scale=0.5)
+
+
+CASES = {"vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
