@@ -6,27 +6,18 @@
 namespace vlp::peft {
 
 std::vector<std::string> default_linear_targets(const std::string& backbone, const std::string& peft_type) {
-  if (backbone == "gpt2") {
-    if (peft_type == "FOURIERFT") return {"mlp.c_proj"};
-    return {"c_attn"};
-  }
-  if (backbone == "t5") return {"q", "v"};
-  if (backbone == "bart" || backbone == "clip_vision") return {"q_proj", "v_proj"};
-  return {};
+  if (backbone == "gpt2" && peft_type == "FOURIERFT") return {"mlp.c_proj"};
+  return default_targets("lora", backbone);
 }
 
-std::vector<std::pair<std::string, Linear*>> select_linear_targets(AttachContext& ctx, const std::string& method) {
+std::vector<std::pair<std::string, Linear*>> select_method_targets(AttachContext& ctx, const std::string& method) {
   std::vector<std::string> defaults = default_linear_targets(ctx.backbone, method);
   const PeftConfig& c = ctx.config;
   bool explicit_targets = !c.target_modules.empty() || !c.target_regex.empty() || c.target_all_linear;
   VLP_CHECK(explicit_targets || !defaults.empty(), c.source, ": ", method, " has no default target modules for ",
             ctx.backbone.empty() ? std::string("this model") : "backbone '" + ctx.backbone + "'",
             "; set target_modules");
-  std::vector<std::pair<std::string, Linear*>> out;
-  for (auto& [name, layer] : linear_sites(ctx.model))
-    if (name_matches_targets(c, name, defaults)) out.push_back({name, layer});
-  VLP_CHECK(!out.empty(), c.source, ": ", method, ": no Linear layer of the model matches the target modules");
-  return out;
+  return select_linear_targets(ctx.model, c, defaults);
 }
 
 template <class V>

@@ -11,13 +11,13 @@
 
 namespace vlp::peft {
 
-// The method's default target list for a backbone ("gpt2", "t5", "bart", "clip_vision"); empty for ViT and
-// unknown backbones, where the config must name targets. FourierFT uses mlp.c_proj on GPT-2.
+// The method's default target list for a backbone: the LoRA column of spec §5 (default_targets), except
+// FourierFT's mlp.c_proj on GPT-2; empty for ViT and unknown backbones, where the config must name targets.
 std::vector<std::string> default_linear_targets(const std::string& backbone, const std::string& peft_type);
 
-// The Linear sites a config selects (explicit targets, or the defaults), in model order. Fails, naming the
-// method, when nothing matches or when no target is given and the backbone has no default.
-std::vector<std::pair<std::string, Linear*>> select_linear_targets(AttachContext& ctx, const std::string& method);
+// The Linear sites a config selects (explicit targets, or the method's defaults), in model order. Fails,
+// naming the method, when no target is given and the backbone has no default, or when nothing matches.
+std::vector<std::pair<std::string, Linear*>> select_method_targets(AttachContext& ctx, const std::string& method);
 
 // HF PEFT's pattern lookup: the first key k of `patterns` for which the module name ends in "k" preceded by
 // a dot (or equals it) wins; `fallback` when none matches.

@@ -23,6 +23,7 @@ LohaAdapter::LohaAdapter(int64_t in, int64_t out, const LohaOptions& o, Generato
   register_parameter("hada_w1_b", &hada_w1_b);
   register_parameter("hada_w2_a", &hada_w2_a);
   register_parameter("hada_w2_b", &hada_w2_b);
+  set_requires_grad(true);  // trainable, as nn.Parameter; copies of these tensors share the flag
 }
 
 Tensor LohaAdapter::delta_weight() const {
@@ -49,7 +50,7 @@ void LohaAdapter::unmerge(Linear& layer) {
 
 void attach_loha(AttachContext& ctx) {
   const PeftConfig& c = ctx.config;
-  for (auto& [name, layer] : select_linear_targets(ctx, "LOHA")) {
+  for (auto& [name, layer] : select_method_targets(ctx, "LOHA")) {
     LohaOptions o;
     o.r = pattern_int(c.rank_pattern, name, c.get_int("r", 8));
     o.alpha = pattern_double(c.alpha_pattern, name, c.get_double("alpha", 8.0));

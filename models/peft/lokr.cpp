@@ -57,6 +57,7 @@ LokrAdapter::LokrAdapter(int64_t in, int64_t out, const LokrOptions& o, Generato
     register_parameter("lokr_w2_a", &lokr_w2_a);
     register_parameter("lokr_w2_b", &lokr_w2_b);
   }
+  set_requires_grad(true);  // trainable, as nn.Parameter; copies of these tensors share the flag
 }
 
 Tensor LokrAdapter::delta_weight() const {
@@ -85,7 +86,7 @@ void LokrAdapter::unmerge(Linear& layer) {
 
 void attach_lokr(AttachContext& ctx) {
   const PeftConfig& c = ctx.config;
-  for (auto& [name, layer] : select_linear_targets(ctx, "LOKR")) {
+  for (auto& [name, layer] : select_method_targets(ctx, "LOKR")) {
     LokrOptions o;
     o.r = pattern_int(c.rank_pattern, name, c.get_int("r", 8));
     o.alpha = pattern_double(c.alpha_pattern, name, c.get_double("alpha", 8.0));

@@ -31,6 +31,7 @@ OftAdapter::OftAdapter(int64_t in, const OftOptions& o, Generator& gen) : option
   if (!o.init_weights) normal_(oft_R.weight, 0.0, 0.1, &gen);
   oft_R.register_parameter("weight", &oft_R.weight);
   register_module("oft_R", &oft_R);
+  set_requires_grad(true);  // trainable, as nn.Parameter; copies of these tensors share the flag
 }
 
 Tensor OftAdapter::rotation_blocks() {
@@ -102,7 +103,7 @@ void OftAdapter::unmerge(Linear& layer) {
 
 void attach_oft(AttachContext& ctx) {
   const PeftConfig& c = ctx.config;
-  for (auto& [name, layer] : select_linear_targets(ctx, "OFT")) {
+  for (auto& [name, layer] : select_method_targets(ctx, "OFT")) {
     OftOptions o;
     o.r = pattern_int(c.rank_pattern, name, c.get_int("r", 0));
     o.block_size = c.get_int("oft_block_size", 32);

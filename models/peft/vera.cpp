@@ -62,6 +62,7 @@ VeraAdapter::VeraAdapter(int64_t in, int64_t out, VeraShared* s, const VeraOptio
   }
   register_parameter("vera_lambda_b", &vera_lambda_b);
   register_parameter("vera_lambda_d", &vera_lambda_d);
+  set_requires_grad(true);  // trainable, as nn.Parameter; copies of these tensors share the flag
 }
 
 Tensor VeraAdapter::delta_weight() const {
@@ -88,7 +89,7 @@ void VeraAdapter::unmerge(Linear& layer) {
 
 void attach_vera(AttachContext& ctx) {
   const PeftConfig& c = ctx.config;
-  auto targets = select_linear_targets(ctx, "VERA");
+  auto targets = select_method_targets(ctx, "VERA");
   int64_t in_max = 0, out_max = 0;
   for (auto& [name, layer] : targets) {
     in_max = std::max(in_max, layer->in_features());
@@ -109,15 +110,6 @@ void attach_vera(AttachContext& ctx) {
     attach_adapter(*layer, ctx.adapter_name,
                    std::make_shared<VeraAdapter>(layer->in_features(), layer->out_features(), &shared, o,
                                                  ctx.generator));
-}
-
-std::string vera_file_key(const std::string& param, const std::string& adapter) {
-  const std::string shared = "peft_shared." + adapter + ".";
-  if (param.rfind(shared, 0) == 0) return "base_model." + param.substr(shared.size());
-  std::string p = param;
-  const std::string tag = ".adapters." + adapter;
-  if (auto at = p.find(tag); at != std::string::npos) p.erase(at, tag.size());
-  return "base_model.model." + p;
 }
 
 }  // namespace vlp::peft

@@ -51,10 +51,8 @@ struct VeraAdapter : LinearAdapter {
 };
 
 // Reads r, vera_dropout, d_initial, init_weights, projection_prng_key; registers "peft_shared.<adapter>"
-// sized to the largest target, then one VeraAdapter per target.
+// sized to the largest target, then one VeraAdapter per target. The projections are buffers of that module,
+// so the default key rule saves them as "base_model.vera_A" / "base_model.vera_B".
 void attach_vera(AttachContext& ctx);
-// File keys: the shared projections are "base_model.vera_A" / "base_model.vera_B" (no adapter name), the
-// rest the default rule.
-std::string vera_file_key(const std::string& param_name, const std::string& adapter_name);
 
 }  // namespace vlp::peft

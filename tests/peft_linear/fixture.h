@@ -38,6 +38,7 @@ inline peft::PeftConfig fixture_config(const std::string& name) {
 // A model parameter's key in adapter_model.safetensors (spec §6.4 default rule, or a method's own rule).
 using FileKey = std::function<std::string(const std::string& param_name)>;
 inline std::string default_file_key(const std::string& param) {
+  if (param.rfind("peft_shared.default.", 0) == 0) return "base_model." + param.substr(20);
   std::string p = param;
   const std::string tag = ".adapters.default";
   if (auto at = p.find(tag); at != std::string::npos) p.erase(at, tag.size());

@@ -6,7 +6,7 @@
 namespace vlp::test {
 namespace {
 
-std::string vera_key(const std::string& p) { return peft::vera_file_key(p, "default"); }
+std::string vera_key(const std::string& p) { return default_file_key(p); }
 
 TEST(VeRA, MatchesHfPeft) {
   for (auto [name, conv1d] : {std::pair{"vera", false}, std::pair{"vera_conv1d", true}}) {

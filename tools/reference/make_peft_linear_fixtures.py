@@ -103,7 +103,13 @@ def make_case(name, config, conv1d=False, scale=0.3, mergeable=True, extra=None,
     save_file(out, os.path.join(OUT, f"{name}.safetensors"), metadata={"peft": peft.__version__})
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)
-        shutil.copy(os.path.join(d, "adapter_config.json"), os.path.join(OUT, f"{name}.json"))
+        with open(os.path.join(d, "adapter_config.json")) as f:
+            cfg = json.load(f)
+        if isinstance(cfg.get("target_modules"), list):  # a set in PEFT: its order varies between runs
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+            json.dump(cfg, f, indent=2, sort_keys=True)
+            f.write("\n")
     grads = [k for k in out if k.startswith("grad.")]
     print(f"{name}: {len(sd)} adapter tensors, {len(grads)} grads, |y - y_base| = {(out['y'] - out['y_base']).abs().max():.4f}")
 
@@ -134,6 +140,8 @@ def vera_cases():
     make_case("vera", peft.VeraConfig(r=4, target_modules=t), scale=0.5)
     make_case("vera_conv1d", peft.VeraConfig(r=6, projection_prng_key=5, fan_in_fan_out=True, target_modules=t),
               conv1d=True, scale=0.5)
+    make_case("vera_noproj", peft.VeraConfig(r=4, projection_prng_key=3, save_projection=False, target_modules=t),
+              scale=0.5)
 
 
 CASES = {"vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
