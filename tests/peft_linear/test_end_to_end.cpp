@@ -19,7 +19,8 @@ const E2eCase kCases[] = {
     {"loha", false, true},       {"loha_pattern", false, true}, {"lokr", false, true},
     {"lokr_both", false, true},  {"lokr_factor", false, true},  {"oft", false, true},
     {"oft_cayley", false, true}, {"oft_r", false, true},        {"oft_share", false, true},
-    {"vera", false, true},       {"vera_conv1d", true, true},
+    {"vera", false, true},       {"vera_conv1d", true, true},   {"hra", false, true},
+    {"hra_odd", false, true},    {"hra_gs", false, true},
 };
 
 // Writes the fixture's adapter as an HF PEFT directory: adapter_config.json + adapter_model.safetensors.

@@ -144,7 +144,14 @@ def vera_cases():
               scale=0.5)
 
 
-CASES = {"vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
+def hra_cases():
+    t = ["lin1", "lin2"]
+    make_case("hra", peft.HRAConfig(r=4, target_modules=t), scale=0.5)
+    make_case("hra_odd", peft.HRAConfig(r=3, target_modules=t), scale=0.5)
+    make_case("hra_gs", peft.HRAConfig(r=4, apply_GS=True, target_modules=t), scale=0.5)
+
+
+CASES = {"hra": hra_cases, "vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
