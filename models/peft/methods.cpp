@@ -1,5 +1,6 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
+#include "models/peft/fourierft.h"
 #include "models/peft/hra.h"
 #include "models/peft/ia3.h"
 #include "models/peft/ln_tuning.h"
@@ -81,6 +82,7 @@ const std::vector<PeftMethod>& all_methods() {
       {"OFT", attach_oft, nullptr, kOftDefaults},
       {"VERA", attach_vera, nullptr, kVeraDefaults},
       {"HRA", attach_hra, nullptr, kHraDefaults},
+      {"FOURIERFT", attach_fourierft, nullptr, kFourierftDefaults},
   };
   return methods;
 }

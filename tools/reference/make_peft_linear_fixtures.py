@@ -151,7 +151,28 @@ def hra_cases():
     make_case("hra_gs", peft.HRAConfig(r=4, apply_GS=True, target_modules=t), scale=0.5)
 
 
-CASES = {"hra": hra_cases, "vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
+def fourierft_indices(model):
+    out = {}
+    for name, m in model.named_modules():
+        if hasattr(m, "indices") and isinstance(getattr(m, "indices"), dict) and "default" in m.indices:
+            short = name.replace("base_model.model.", "")
+            out[f"extra.{short}.indices"] = m.indices["default"].clone()
+    # torch's randperm at a GPT-2 size (c_proj 3072 -> 768), first 1000, with the default seed
+    out["extra.randperm_2359296_777"] = torch.randperm(3072 * 768, generator=torch.Generator().manual_seed(777))[:1000]
+    return out
+
+
+def fourierft_cases():
+    t = ["lin1", "lin2"]
+    make_case("fourierft", peft.FourierFTConfig(n_frequency=20, scaling=30.0, target_modules=t), scale=0.5,
+              extra=fourierft_indices)
+    make_case("fourierft_conv1d", peft.FourierFTConfig(n_frequency=30, scaling=10.0, random_loc_seed=5,
+                                                       fan_in_fan_out=True, n_frequency_pattern={"lin2": 12},
+                                                       target_modules=t),
+              conv1d=True, scale=0.5, extra=fourierft_indices)
+
+
+CASES = {"fourierft": fourierft_cases, "hra": hra_cases, "vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
