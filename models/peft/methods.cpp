@@ -1,5 +1,6 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
+#include "models/peft/boft.h"
 #include "models/peft/fourierft.h"
 #include "models/peft/hra.h"
 #include "models/peft/ia3.h"
@@ -83,6 +84,7 @@ const std::vector<PeftMethod>& all_methods() {
       {"VERA", attach_vera, nullptr, kVeraDefaults},
       {"HRA", attach_hra, nullptr, kHraDefaults},
       {"FOURIERFT", attach_fourierft, nullptr, kFourierftDefaults},
+      {"BOFT", attach_boft, nullptr, kBoftDefaults},
   };
   return methods;
 }

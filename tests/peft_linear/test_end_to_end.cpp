@@ -21,7 +21,8 @@ const E2eCase kCases[] = {
     {"oft_cayley", false, true}, {"oft_r", false, true},        {"oft_share", false, true},
     {"vera", false, true},       {"vera_conv1d", true, true},   {"hra", false, true},
     {"hra_odd", false, true},    {"hra_gs", false, true},       {"fourierft", false, true},
-    {"fourierft_conv1d", true, true},
+    {"fourierft_conv1d", true, true}, {"boft", false, true},    {"boft_butterfly", false, true},
+    {"boft_butterfly_num", false, true},
 };
 
 // Writes the fixture's adapter as an HF PEFT directory: adapter_config.json + adapter_model.safetensors.

@@ -60,6 +60,8 @@ def randomise(model, scale):
         for name, p in model.named_parameters():
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
+                if "boft_s" in name:  # a scale: around 1, so unmerge's division stays well conditioned
+                    p.add_(1.0)
 
 
 def make_case(name, config, conv1d=False, scale=0.3, mergeable=True, extra=None, keep_init=False):
@@ -172,7 +174,32 @@ def fourierft_cases():
               conv1d=True, scale=0.5, extra=fourierft_indices)
 
 
-CASES = {"fourierft": fourierft_cases, "hra": hra_cases, "vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
+class TorchBlockDiag:
+    """A pure-torch stand-in for BOFT's CUDA block-diagonal extension: [N, D, H, H] -> [N, D*H, D*H]."""
+
+    @staticmethod
+    def apply(t):
+        return torch.stack([torch.block_diag(*torch.unbind(t[i])) for i in range(t.shape[0])])
+
+
+def boft_cases():
+    import peft.tuners.boft.layer as boft_layer
+
+    t = ["lin1", "lin2"]
+    make_case("boft", peft.BOFTConfig(boft_block_size=4, target_modules=t), scale=0.2)
+    make_case("boft_num", peft.BOFTConfig(boft_block_size=0, boft_block_num=2, target_modules=t), scale=0.2)
+    # Without its CUDA extension HF silently drops to one butterfly factor; the stand-in keeps the config's.
+    boft_layer.get_fbd_cuda = lambda: True
+    boft_layer.FastBlockDiag = TorchBlockDiag
+    make_case("boft_butterfly", peft.BOFTConfig(boft_block_size=2, boft_n_butterfly_factor=2, target_modules=t),
+              scale=0.2)
+    make_case("boft_butterfly3", peft.BOFTConfig(boft_block_size=2, boft_n_butterfly_factor=3,
+                                                 target_modules=["lin1"]), scale=0.2)
+    make_case("boft_butterfly_num", peft.BOFTConfig(boft_block_size=0, boft_block_num=2, boft_n_butterfly_factor=2,
+                                                    target_modules=t), scale=0.2)
+
+
+CASES = {"boft": boft_cases, "fourierft": fourierft_cases, "hra": hra_cases, "vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
