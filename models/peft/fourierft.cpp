@@ -73,10 +73,14 @@ std::pair<Tensor, Tensor> dft_basis(const std::vector<int64_t>& freq, int64_t si
 }  // namespace
 
 Tensor FourierftAdapter::delta_weight() const {
+  // The tables are exact in double; the products run in float32 as HF's FFT does (float64 for a float64
+  // spectrum, as in gradcheck).
+  const DType ct = fourierft_spectrum.dtype() == DType::F64 ? DType::F64 : DType::F32;
   auto [cr, sr] = dft_basis(rows, out_features);
   auto [cc, sc] = dft_basis(cols, in_features);
-  Tensor s = to(fourierft_spectrum, DType::F64);
-  Tensor re = sub(matmul(mul(cr, s), transpose(cc, 0, 1)), matmul(mul(sr, s), transpose(sc, 0, 1)));
+  Tensor s = to(fourierft_spectrum, ct);
+  Tensor re = sub(matmul(mul(to(cr, ct), s), transpose(to(cc, ct), 0, 1)),
+                  matmul(mul(to(sr, ct), s), transpose(to(sc, ct), 0, 1)));
   const double scale = options.scaling / double(out_features * in_features);
   return to(mul(re, scale), fourierft_spectrum.dtype());
 }

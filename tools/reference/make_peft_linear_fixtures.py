@@ -113,7 +113,8 @@ def make_case(name, config, conv1d=False, scale=0.3, mergeable=True, extra=None,
             json.dump(cfg, f, indent=2, sort_keys=True)
             f.write("\n")
     grads = [k for k in out if k.startswith("grad.")]
-    print(f"{name}: {len(sd)} adapter tensors, {len(grads)} grads, |y - y_base| = {(out['y'] - out['y_base']).abs().max():.4f}")
+    diff = (out["y"] - out["y_base"]).abs().max()
+    print(f"{name}: {len(sd)} adapter tensors, {len(grads)} grads, |y - y_base| = {diff:.4f}")
 
 
 def loha_cases():
@@ -254,7 +255,16 @@ def backbone_cases():
     # chain cases (merge) and by the C++ tests.
 
 
-CASES = {"backbone": backbone_cases, "boft": boft_cases, "fourierft": fourierft_cases, "hra": hra_cases, "vera": vera_cases, "loha": loha_cases, "lokr": lokr_cases, "oft": oft_cases}
+CASES = {
+    "loha": loha_cases,
+    "lokr": lokr_cases,
+    "oft": oft_cases,
+    "vera": vera_cases,
+    "hra": hra_cases,
+    "fourierft": fourierft_cases,
+    "boft": boft_cases,
+    "backbone": backbone_cases,
+}
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
