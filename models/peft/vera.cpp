@@ -112,4 +112,12 @@ void attach_vera(AttachContext& ctx) {
                                                  ctx.generator));
 }
 
+void vera_prepare_save(Module& model, const std::string& adapter_name, nlohmann::json& config,
+                       std::vector<std::pair<std::string, Tensor>>& tensors) {
+  bool a = false, b = false;
+  for (auto& [key, t] : tensors) a |= key == "base_model.vera_A", b |= key == "base_model.vera_B";
+  VLP_CHECK(a && b, "VeRA adapter '", adapter_name, "': the shared projections are missing from the save");
+  config["save_projection"] = true;
+}
+
 }  // namespace vlp::peft

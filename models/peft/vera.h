@@ -54,5 +54,9 @@ struct VeraAdapter : LinearAdapter {
 // sized to the largest target, then one VeraAdapter per target. The projections are buffers of that module,
 // so the default key rule saves them as "base_model.vera_A" / "base_model.vera_B".
 void attach_vera(AttachContext& ctx);
+// save_adapter hook: the projections are always in the file, so the config says save_projection = true
+// (spec §6.5), whatever the config the adapter was added with said.
+void vera_prepare_save(Module& model, const std::string& adapter_name, nlohmann::json& config,
+                       std::vector<std::pair<std::string, Tensor>>& tensors);
 
 }  // namespace vlp::peft
