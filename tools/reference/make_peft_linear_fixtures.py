@@ -229,6 +229,7 @@ def backbone_case(name, backbone, config, scale):
     d = os.path.join(OUT, "backbone", name)
     shutil.rmtree(d, ignore_errors=True)
     model.save_pretrained(d)
+    os.remove(os.path.join(d, "README.md"))  # the model card save_pretrained adds
     with open(os.path.join(d, "adapter_config.json")) as f:
         cfg = json.load(f)
     if isinstance(cfg.get("target_modules"), list):
