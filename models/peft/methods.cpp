@@ -1,10 +1,17 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
 #include "models/peft/adalora.h"
+#include "models/peft/boft.h"
+#include "models/peft/fourierft.h"
+#include "models/peft/hra.h"
 #include "models/peft/ia3.h"
 #include "models/peft/ln_tuning.h"
+#include "models/peft/loha.h"
+#include "models/peft/lokr.h"
 #include "models/peft/lora.h"
+#include "models/peft/oft.h"
 #include "models/peft/peft.h"
+#include "models/peft/vera.h"
 
 namespace vlp::peft {
 
@@ -39,6 +46,42 @@ const char* kAdaLoraDefaults = R"({"alora_invocation_tokens": null, "alpha_patte
  "revision": null, "target_modules": null, "target_parameters": null, "target_r": 8, "task_type": null, "tfinal": 0,
  "tinit": 0, "total_step": null, "trainable_token_indices": null, "use_bdlora": null, "use_dora": false,
  "use_qalora": false, "use_rslora": false, "velora_config": null})";
+const char* kLohaDefaults = R"({"alpha": 8, "alpha_pattern": {}, "auto_mapping": null,
+ "base_model_name_or_path": null, "exclude_modules": null, "inference_mode": false, "init_weights": true,
+ "layers_pattern": null, "layers_to_transform": null, "module_dropout": 0.0, "modules_to_save": null,
+ "peft_type": "LOHA", "peft_version": "0.21.2", "r": 8, "rank_dropout": 0.0, "rank_pattern": {},
+ "revision": null, "target_modules": null, "task_type": null, "use_effective_conv2d": false})";
+const char* kLokrDefaults = R"({"alpha": 8, "alpha_pattern": {}, "auto_mapping": null,
+ "base_model_name_or_path": null, "decompose_both": false, "decompose_factor": -1, "exclude_modules": null,
+ "inference_mode": false, "init_weights": true, "layers_pattern": null, "layers_to_transform": null,
+ "module_dropout": 0.0, "modules_to_save": null, "peft_type": "LOKR", "peft_version": "0.21.2", "r": 8,
+ "rank_dropout": 0.0, "rank_dropout_scale": false, "rank_pattern": {}, "revision": null, "target_modules": null,
+ "task_type": null, "use_effective_conv2d": false})";
+const char* kOftDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "bias": "none",
+ "block_share": false, "coft": false, "eps": 6e-05, "exclude_modules": null, "fan_in_fan_out": false,
+ "inference_mode": false, "init_weights": true, "layers_pattern": null, "layers_to_transform": null,
+ "module_dropout": 0.0, "modules_to_save": null, "num_cayley_neumann_terms": 5, "oft_block_size": 32,
+ "peft_type": "OFT", "peft_version": "0.21.2", "r": 0, "revision": null, "target_modules": null,
+ "task_type": null, "use_cayley_neumann": true})";
+const char* kVeraDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "bias": "none",
+ "d_initial": 0.1, "fan_in_fan_out": false, "inference_mode": false, "init_weights": true,
+ "layers_pattern": null, "layers_to_transform": null, "modules_to_save": null, "peft_type": "VERA",
+ "peft_version": "0.21.2", "projection_prng_key": 0, "r": 256, "revision": null, "save_projection": true,
+ "target_modules": null, "task_type": null, "vera_dropout": 0.0})";
+const char* kHraDefaults = R"({"apply_GS": false, "auto_mapping": null, "base_model_name_or_path": null,
+ "bias": "none", "exclude_modules": null, "inference_mode": false, "init_weights": true, "layers_pattern": null,
+ "layers_to_transform": null, "modules_to_save": null, "peft_type": "HRA", "peft_version": "0.21.2", "r": 8,
+ "revision": null, "target_modules": null, "task_type": null})";
+const char* kFourierftDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "bias": "none",
+ "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": false, "init_weights": false,
+ "layers_pattern": null, "layers_to_transform": null, "modules_to_save": null, "n_frequency": 1000,
+ "n_frequency_pattern": {}, "peft_type": "FOURIERFT", "peft_version": "0.21.2", "random_loc_seed": 777,
+ "revision": null, "scaling": 150.0, "target_modules": null, "task_type": null})";
+const char* kBoftDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "bias": "none",
+ "boft_block_num": 0, "boft_block_size": 4, "boft_dropout": 0.0, "boft_n_butterfly_factor": 1,
+ "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": false, "init_weights": true,
+ "layers_pattern": null, "layers_to_transform": null, "modules_to_save": null, "peft_type": "BOFT",
+ "peft_version": "0.21.2", "revision": null, "target_modules": null, "task_type": null})";
 }  // namespace
 
 const std::vector<PeftMethod>& all_methods() {
@@ -48,6 +91,13 @@ const std::vector<PeftMethod>& all_methods() {
       {"LN_TUNING", attach_ln_tuning, nullptr, kLnTuningDefaults},
       {"VLPEFT_BITFIT", attach_bitfit},
       {"ADALORA", attach_adalora, nullptr, kAdaLoraDefaults, adalora_prepare_save},
+      {"LOHA", attach_loha, nullptr, kLohaDefaults},
+      {"LOKR", attach_lokr, nullptr, kLokrDefaults},
+      {"OFT", attach_oft, nullptr, kOftDefaults},
+      {"VERA", attach_vera, nullptr, kVeraDefaults, vera_prepare_save},
+      {"HRA", attach_hra, nullptr, kHraDefaults},
+      {"FOURIERFT", attach_fourierft, nullptr, kFourierftDefaults},
+      {"BOFT", attach_boft, nullptr, kBoftDefaults},
   };
   return methods;
 }

@@ -667,6 +667,11 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
   std::set<std::string> used;
   for (auto& [key, t] : expected) {
     const Tensor* src = file.find(key);
+    // VeRA saved with save_projection = false: the projections were regenerated from projection_prng_key by
+    // attach_vera, bit-exactly as torch's generator (models/peft/vera.h).
+    if (!src && config.peft_type == "VERA" && !config.get_bool("save_projection", true) &&
+        (key == "base_model.vera_A" || key == "base_model.vera_B"))
+      continue;
     if (!src) {
       problems.push_back("missing tensor: " + key + " " + shape_str(t.shape()));
       continue;
@@ -688,7 +693,8 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
              "):", all);
   }
   NoGradGuard no_grad;
-  for (auto& [key, t] : expected) copy_(t, convert(file.at(key), t.dtype()));
+  for (auto& [key, t] : expected)
+    if (const Tensor* src = file.find(key)) copy_(t, convert(*src, t.dtype()));
   return config;
 }
 
