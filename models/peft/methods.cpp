@@ -1,9 +1,14 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
+#include "models/peft/adapter.h"
+#include "models/peft/compacter.h"
+#include "models/peft/fusion.h"
+#include "models/peft/hyperformer.h"
 #include "models/peft/ia3.h"
 #include "models/peft/ln_tuning.h"
 #include "models/peft/lora.h"
 #include "models/peft/peft.h"
+#include "models/peft/routing.h"
 
 namespace vlp::peft {
 
@@ -35,6 +40,12 @@ const std::vector<PeftMethod>& all_methods() {
       {"IA3", attach_ia3, nullptr, kIa3Defaults},
       {"LN_TUNING", attach_ln_tuning, nullptr, kLnTuningDefaults},
       {"VLPEFT_BITFIT", attach_bitfit},
+      {"VLPEFT_ADAPTER", attach_bottleneck_adapter},
+      {"VLPEFT_COMPACTER", attach_compacter},
+      {"VLPEFT_HYPERFORMER", attach_hyperformer},
+      {"VLPEFT_ROUTED_LORA", attach_routed_lora},
+      {"VLPEFT_ROUTED_ADAPTER", attach_routed_adapter},
+      {"VLPEFT_FUSION", attach_fusion},
   };
   return methods;
 }

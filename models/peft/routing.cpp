@@ -85,17 +85,6 @@ Tensor RoutedLora::forward(const Linear& layer, const Tensor& x, const Tensor& y
   return y + s.lora_B.forward(h) * scale();
 }
 
-namespace {
-
-std::vector<std::string> default_lora_targets(const std::string& backbone) {
-  if (backbone == "t5") return {"q", "v"};
-  if (backbone == "gpt2") return {"c_attn"};
-  if (backbone == "vit") return {"query", "value"};
-  return {"q_proj", "v_proj"};  // bart, clip_vision
-}
-
-}  // namespace
-
 void attach_routed_lora(AttachContext& ctx) {
   const PeftConfig& c = ctx.config;
   RoutedLoraOptions o;
@@ -107,15 +96,12 @@ void attach_routed_lora(AttachContext& ctx) {
   o.visual_pool = c.get_string("visual_pool", "none");
   o.sharing = c.get_string("sharing", "single");
   o.tasks = config_tasks(c, o.sharing != "single");
-  int attached = 0;
-  for (const auto& [name, layer] : linear_sites(ctx.model)) {
-    if (!name_matches_targets(c, name, default_lora_targets(ctx.backbone))) continue;
+  for (const auto& [name, layer] : select_linear_targets(ctx.model, c, default_targets("lora", ctx.backbone))) {
     auto a = std::make_shared<RoutedLora>(o, layer->in_features(), layer->out_features(), layer->weight.dtype());
     for (auto* s : a->slots) kaiming_uniform_(s->lora_A.weight, std::sqrt(5.0), &ctx.generator);  // B stays 0
+    a->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*layer, ctx.adapter_name, a);
-    ++attached;
   }
-  VLP_CHECK(attached > 0, c.source, ": VLPEFT_ROUTED_LORA matched no linear layer");
 }
 
 void attach_routed_adapter(AttachContext& ctx) {
@@ -137,6 +123,7 @@ void attach_routed_adapter(AttachContext& ctx) {
     if (o.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;
+    a->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*t.site, ctx.adapter_name, a);
   }
 }
