@@ -552,6 +552,10 @@ void set_active_adapters(Module& model, const std::vector<std::string>& names) {
 
 void mark_trainable(Module& model, const PeftConfig& config) {
   NoGradGuard no_grad;
+  // named_parameters() returns handles; a handle without autograd state would get its own on
+  // set_requires_grad(true), split from the module's member. Turning every member on through the modules
+  // first gives all handles one shared state, which the handles below then set.
+  model.set_requires_grad(true);
   for (auto& [n, t] : model.named_parameters()) {
     Tensor h = t;
     if (h.grad().defined()) h.set_grad(Tensor());
@@ -704,6 +708,10 @@ std::string ParamReport::to_string() const {
 }
 
 // ---- files ----
+
+std::vector<std::pair<std::string, Tensor>> adapter_state_dict(Module& model, const std::string& adapter_name) {
+  return adapter_tensors(model, adapter_config(model, adapter_name), adapter_name);
+}
 
 void save_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name, const std::string& dir) {
   VLP_CHECK(state_of(model).configs.count(adapter_name), "save_adapter: no adapter '", adapter_name, "' in this model");

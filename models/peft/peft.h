@@ -151,6 +151,9 @@ ParamReport count_parameters(Module& model);
 // HF PEFT directory format: <dir>/adapter_config.json + adapter_model.safetensors (adapter "default"),
 // <dir>/<name>/... for the others. Written atomically; fp32.
 void save_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name, const std::string& dir);
+// The tensors save_adapter writes for one adapter (the model's own tensors, not copies), keyed as in
+// adapter_model.safetensors: adapter parameters and buffers, modules_to_save, biases per `bias`.
+std::vector<std::pair<std::string, Tensor>> adapter_state_dict(Module& model, const std::string& adapter_name);
 // Reads the config, attaches the adapter, loads its tensors; every mismatch named.
 PeftConfig load_adapter(Module& model, const std::string& dir, const std::string& adapter_name = "default");
 
