@@ -303,7 +303,6 @@ void attach_bottleneck_adapter(AttachContext& ctx) {
     if (a->options.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;
-    a->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*t.site, ctx.adapter_name, a);
   }
 }

@@ -109,7 +109,6 @@ void attach_compacter(AttachContext& ctx) {
     auto a = std::make_shared<BottleneckAdapter>(o, make);
     if (o.placement == "pfeiffer") a->block_norm = t.block_norm;
     t.site->before_dropout = before_dropout;
-    a->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*t.site, ctx.adapter_name, a);
   }
 }

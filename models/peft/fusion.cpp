@@ -147,7 +147,6 @@ void attach_fusion(AttachContext& ctx) {
     f->temperature = c.get_double("temperature", 1.0);
     init_fusion(*f, ctx.generator);
     for (auto& [n, a] : members) a->active = false;
-    f->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*site, ctx.adapter_name, f);
     ++attached;
   }

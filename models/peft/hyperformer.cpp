@@ -138,7 +138,6 @@ void attach_hyperformer(AttachContext& ctx) {
   }
   for (auto& [name, lb] : stacks) shared.add_stack(name, lb.first, lb.second);
   init_hyperformer(shared, ctx.generator);
-  shared.set_requires_grad(true);
   for (const auto& t : targets) {
     auto a = std::make_shared<HyperformerAdapter>(&shared, t.stack.empty() ? "all" : t.stack, t.layer, t.block, act);
     a->skip = skip;

@@ -99,7 +99,6 @@ void attach_routed_lora(AttachContext& ctx) {
   for (const auto& [name, layer] : select_linear_targets(ctx.model, c, default_targets("lora", ctx.backbone))) {
     auto a = std::make_shared<RoutedLora>(o, layer->in_features(), layer->out_features(), layer->weight.dtype());
     for (auto* s : a->slots) kaiming_uniform_(s->lora_A.weight, std::sqrt(5.0), &ctx.generator);  // B stays 0
-    a->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*layer, ctx.adapter_name, a);
   }
 }
@@ -123,7 +122,6 @@ void attach_routed_adapter(AttachContext& ctx) {
     if (o.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;
-    a->set_requires_grad(true);  // gives fresh parameters autograd state, so mark_trainable can switch them
     attach_adapter(*t.site, ctx.adapter_name, a);
   }
 }
