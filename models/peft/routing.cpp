@@ -2,6 +2,7 @@
 #include "models/peft/routing.h"
 
 #include <cmath>
+#include <map>
 
 #include "models/attention.h"
 #include "runtime/rng.h"
@@ -42,26 +43,35 @@ Tensor routing_visual(const ForwardContext& ctx, const std::string& visual_pool,
   return v.dtype() == dtype ? v : to(v, dtype);
 }
 
-RoutedLoraSlot::RoutedLoraSlot(int64_t in, int64_t out, int64_t r, DType dtype)
-    : lora_A(in, r, false, dtype), lora_B(r, out, false, dtype) {
+RoutedLoraSlot::RoutedLoraSlot(int64_t in, int64_t a_rows, int64_t b_rows, int64_t r, DType dtype)
+    : lora_A(in, a_rows, false, dtype), lora_B(r, b_rows, false, dtype) {
   register_module("lora_A", &lora_A);
   register_module("lora_B", &lora_B);
 }
 
 RoutedLora::RoutedLora(const RoutedLoraOptions& o, int64_t in, int64_t out, DType dtype) : options(o) {
   VLP_CHECK(o.r > 0, "routed LoRA: r must be positive, got ", o.r);
+  int64_t enabled = 1, out_rows = out;
+  if (!o.groups.empty()) {
+    enabled = 0;
+    for (bool g : o.groups) enabled += g;
+    VLP_CHECK(enabled > 0, "routed LoRA: qkv_groups enables no group");
+    VLP_CHECK(out % int64_t(o.groups.size()) == 0, "routed LoRA: output width ", out, " does not split into ",
+              o.groups.size(), " qkv_groups");
+    out_rows = enabled * (out / int64_t(o.groups.size()));
+  }
   VLP_CHECK(o.routing >= 0 && o.routing <= 4, "routed LoRA: routing_function ", o.routing, " (0..4)");
   VLP_CHECK(o.sharing == "single" || o.sharing == "multiple", "routed LoRA: sharing \"", o.sharing,
             "\" (single, multiple)");
   VLP_CHECK(o.sharing == "single" || !o.tasks.empty(), "routed LoRA: sharing \"multiple\" needs a task list");
   if (o.sharing == "single") {
     // Single mode: the plain LoRA names "lora_A.weight", "lora_B.weight" directly under the adapter.
-    owned_.push_back(std::make_unique<RoutedLoraSlot>(in, out, o.r, dtype));
+    owned_.push_back(std::make_unique<RoutedLoraSlot>(in, enabled * o.r, out_rows, o.r, dtype));
     register_module("lora_A", &owned_.back()->lora_A);
     register_module("lora_B", &owned_.back()->lora_B);
   } else {
     for (const auto& t : o.tasks) {
-      owned_.push_back(std::make_unique<RoutedLoraSlot>(in, out, o.r, dtype));
+      owned_.push_back(std::make_unique<RoutedLoraSlot>(in, enabled * o.r, out_rows, o.r, dtype));
       register_module(t, owned_.back().get());
     }
   }
@@ -82,7 +92,23 @@ Tensor RoutedLora::forward(const Linear& layer, const Tensor& x, const Tensor& y
     Tensor xv = routing_visual(ctx, options.visual_pool, h.dtype(), "routed LoRA");
     h = route(options.routing, h, s.lora_A.forward(dropout(xv, options.dropout, ctx)), options.routing_reshape_compat);
   }
-  return y + s.lora_B.forward(h) * scale();
+  if (options.groups.empty()) return y + s.lora_B.forward(h) * scale();
+  // Grouped: enabled group k reads channels [k r, (k+1) r) and writes its slice of the output; the disabled
+  // groups get no update.
+  const int64_t n = int64_t(options.groups.size()), width = y.size(-1) / n, r = options.r;
+  std::vector<Tensor> parts;
+  int64_t k = 0;
+  for (int64_t g = 0; g < n; ++g) {
+    if (!options.groups[size_t(g)]) {
+      Shape shape = y.shape();
+      shape.back() = width;
+      parts.push_back(zeros(shape, h.dtype(), h.device()));
+      continue;
+    }
+    parts.push_back(linear(narrow(h, -1, k * r, r), narrow(s.lora_B.weight, 0, k * width, width)));
+    ++k;
+  }
+  return y + concat(parts, -1) * scale();
 }
 
 void attach_routed_lora(AttachContext& ctx) {
@@ -96,6 +122,15 @@ void attach_routed_lora(AttachContext& ctx) {
   o.visual_pool = c.get_string("visual_pool", "none");
   o.sharing = c.get_string("sharing", "single");
   o.tasks = config_tasks(c, o.sharing != "single");
+  if (c.raw.contains("qkv_groups") && !c.raw["qkv_groups"].is_null()) {
+    VLP_CHECK(c.raw["qkv_groups"].is_array(), c.source, ": field 'qkv_groups' must be a list of booleans");
+    for (const auto& g : c.raw["qkv_groups"]) {
+      VLP_CHECK(g.is_boolean(), c.source, ": field 'qkv_groups' must be a list of booleans");
+      o.groups.push_back(g.get<bool>());
+    }
+  } else if (ctx.backbone == "gpt2") {
+    o.groups = {true, false, true};  // spec §3.4: Q and V of the fused c_attn
+  }
   for (const auto& [name, layer] : select_linear_targets(ctx.model, c, default_targets("lora", ctx.backbone))) {
     auto a = std::make_shared<RoutedLora>(o, layer->in_features(), layer->out_features(), layer->weight.dtype());
     for (auto* s : a->slots) kaiming_uniform_(s->lora_A.weight, std::sqrt(5.0), &ctx.generator);  // B stays 0
@@ -111,7 +146,15 @@ void attach_routed_adapter(AttachContext& ctx) {
                                                           : std::vector<std::string>{"ff_site"};
   const std::string init = c.get_string("init_weights", "bert");
   const bool before_dropout = c.get_bool("before_dropout", false);
+  const bool share_in_block = c.get_bool("share_in_block", ctx.backbone == "gpt2");
+  std::map<std::string, SublayerAdapter*> block_adapter;  // block path -> its attention site's module
   for (const auto& t : sublayer_targets(ctx, defaults)) {
+    const std::string block_path = t.name.substr(0, t.name.rfind('.'));
+    if (share_in_block && block_adapter.count(block_path)) {
+      attach_adapter(*t.site, ctx.adapter_name, std::make_shared<BorrowedSublayerAdapter>(block_adapter[block_path]));
+      t.site->before_dropout = before_dropout;
+      continue;
+    }
     BottleneckOptions o = bottleneck_options(c, t.d_model);
     if (!c.raw.contains("non_linearity")) o.non_linearity = "gelu_new";
     o.routing = c.get_int("routing_function", 2);
@@ -123,6 +166,7 @@ void attach_routed_adapter(AttachContext& ctx) {
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;
     attach_adapter(*t.site, ctx.adapter_name, a);
+    block_adapter[block_path] = a.get();
   }
 }
 

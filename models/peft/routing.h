@@ -17,13 +17,19 @@
 // target_modules (default: the backbone's LoRA targets of spec §5). Parameters
 // "<linear>.adapters.<name>.lora_A.weight" [r, d_in], ".lora_B.weight" [d_out, r]; per task
 // "<linear>.adapters.<name>.<task>.lora_A.weight". Not mergeable (the update depends on the image).
+// Grouped layout for a fused projection (GPT-2's c_attn, spec §3.4): qkv_groups, e.g. [true, false, true],
+// splits the output into equal groups and adapts the enabled ones: A [G r, d_in] (G enabled groups, their
+// rows in order), B [G d_group, r], group k's update B_k f(...)[k r:(k+1) r]; f acts on the whole G r vector,
+// so functions 3 and 4 mix the groups. Default on GPT-2: [true, false, true] (Q and V).
 //
 // Routed adapter (peft_type VLPEFT_ROUTED_ADAPTER): the bottleneck adapter of adapter.h with
 //   A(h) = W_up act(f(W_down h + c_d, W_down x_R + c_d)) + c_u   (+ h with skip)
 // Config fields: as VLPEFT_ADAPTER (placement default "houlsby", reduction_factor, bottleneck_dim,
 // non_linearity default gelu_new, skip default true, sharing, tasks, target_modules), plus
 // routing_function, routing_reshape_compat, visual_pool; init_weights default "bert" (N(0, 0.02), zero
-// biases: not a no-op; "zero_up" is).
+// biases: not a no-op; "zero_up" is). share_in_block (default true on GPT-2, spec §3.4): one adapter per
+// block, used on both the attention and the MLP output (the feed-forward site borrows the attention site's
+// module, so its parameters exist, train and save once).
 #pragma once
 #include <string>
 #include <vector>
@@ -49,11 +55,12 @@ struct RoutedLoraOptions {
   std::string visual_pool = "none";
   std::string sharing = "single";   // single | multiple
   std::vector<std::string> tasks;
+  std::vector<bool> groups;  // qkv_groups; empty = one group (the whole output)
 };
 
 struct RoutedLoraSlot : Module {
-  DenseProjection lora_A, lora_B;  // [r, in], [out, r], no bias
-  RoutedLoraSlot(int64_t in, int64_t out, int64_t r, DType dtype);
+  DenseProjection lora_A, lora_B;  // [G r, in], [G d_group, r] (G = 1 ungrouped: [r, in], [out, r]), no bias
+  RoutedLoraSlot(int64_t in, int64_t a_rows, int64_t b_rows, int64_t r, DType dtype);
 };
 
 struct RoutedLora : LinearAdapter {
@@ -67,6 +74,16 @@ struct RoutedLora : LinearAdapter {
 
  private:
   std::vector<std::unique_ptr<RoutedLoraSlot>> owned_;
+};
+
+// A sublayer adapter that runs another site's module (one adapter used at two sites of a block).
+struct BorrowedSublayerAdapter : SublayerAdapter {
+  SublayerAdapter* target;
+  explicit BorrowedSublayerAdapter(SublayerAdapter* t) : target(t) {}
+  Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override {
+    return target->forward(input, output, ctx);
+  }
+  const char* type_name() const override { return "BorrowedSublayerAdapter"; }
 };
 
 void attach_routed_lora(AttachContext& ctx);

@@ -2,6 +2,7 @@
 // formula evaluated with loops, gradcheck, the reshape-compat variant, the zero-B / zero-up no-op at step 0
 // on tiny T5 and BART (bit-identical logits), and the routed layers against float64 evaluations.
 #include "models/peft/routing.h"
+#include "models/gpt2.h"
 #include "tests/peft_adapters/peft_test_util.h"
 
 namespace vlp::peft {
@@ -238,6 +239,106 @@ TEST(RoutedAdapter, MatchesFloat64Formula) {
     auto g = [&](const std::vector<Tensor>&) { return a.forward(x, out, ctx); };
     EXPECT_EQ(gradcheck(g, inputs), "") << "function " << fn;
   }
+}
+
+}  // namespace
+}  // namespace vlp::peft
+
+namespace vlp::peft {
+namespace {
+
+// Grouped layout (GPT-2 c_attn, spec §3.4): A [2r, d] over Q and V, B [2 d_g, r]; K gets no update and f acts
+// on the whole 2r vector.
+TEST(RoutedLora, GroupedQvLayoutMatchesFloat64Formula) {
+  const int64_t in = 4, out = 6, r = 2, w = 2;
+  for (int fn : {0, 1, 4}) {
+    RoutedLoraOptions o;
+    o.r = r, o.alpha = 2.0, o.routing = fn, o.groups = {true, false, true};
+    RoutedLora a(o, in, out, DType::F64);
+    EXPECT_EQ(a.slots[0]->lora_A.weight.shape(), Shape({2 * r, in}));
+    EXPECT_EQ(a.slots[0]->lora_B.weight.shape(), Shape({2 * w, r}));
+    test::randomize(a, 40 + fn);
+    Linear layer(in, out);
+    Tensor x = test::rand_input({1, 3, in}, 1), y = test::rand_input({1, 3, out}, 2);
+    ForwardContext ctx;
+    ctx.visual = test::rand_input({1, in}, 3, DType::F64, false);
+    test::Mat A = test::mat_of(a.slots[0]->lora_A.weight), Bm = test::mat_of(a.slots[0]->lora_B.weight);
+    Vec xs = to_vector(x), ys = to_vector(y), xt, expect;
+    for (int64_t t = 0; t < 3; ++t) {
+      Vec h = test::affine(A, {}, test::row(xs, t, in));
+      xt.insert(xt.end(), h.begin(), h.end());
+    }
+    Vec xv = test::affine(A, {}, to_vector(ctx.visual));
+    Vec f = fn == 0 ? xt : route_ref(fn, from_vector(xt, {1, 3, 2 * r}, DType::F64), from_vector(xv, {1, 1, 2 * r}, DType::F64), false);
+    for (int64_t t = 0; t < 3; ++t) {
+      for (int64_t j = 0; j < out; ++j) {
+        const int64_t g = j / w;
+        double d = 0;
+        if (g != 1) {
+          const int64_t k = g == 0 ? 0 : 1;  // enabled-group index
+          for (int64_t i = 0; i < r; ++i) d += Bm(k * w + j % w, i) * f[size_t(t * 2 * r + k * r + i)];
+        }
+        expect.push_back(ys[size_t(t * out + j)] + d);
+      }
+    }
+    EXPECT_TRUE(test::values_are(a.forward(layer, x, y, ctx), expect, 1e-12)) << "function " << fn;
+    test::set_requires_grad(a);
+    auto g = [&](const std::vector<Tensor>&) { return a.forward(layer, x, y, ctx); };
+    EXPECT_EQ(gradcheck(g, {x, a.slots[0]->lora_A.weight, a.slots[0]->lora_B.weight}), "") << "function " << fn;
+  }
+  RoutedLoraOptions bad;
+  bad.groups = {true, false, true};
+  EXPECT_THROW(RoutedLora(bad, 4, 7), Error);  // 7 does not split into 3 groups
+}
+
+std::unique_ptr<GPT2LMHeadModel> tiny_gpt2() {
+  auto m = std::make_unique<GPT2LMHeadModel>(read_gpt2_config(test::fixture_dir("gpt2") + "/config.json"));
+  load_checkpoint(*m, test::fixture_dir("gpt2"));
+  return m;
+}
+
+TEST(RoutedLora, Gpt2GroupedNoOpAndSharedBlockAdapterRoundTrip) {
+  GPT2Input in;
+  in.input_ids = from_data<int64_t>({5, 9, 14, 3, 7, 21, 30, 2}, {2, 4});
+  in.labels = in.input_ids;
+  ForwardContext ctx;
+  ctx.visual = test::rand_input({2, 24}, 5, DType::F32, false);
+  auto model = tiny_gpt2();
+  const auto base = to_vector(model->forward(in, ctx).logits);
+  add_adapter(*model, parse_peft_config(nlohmann::json::parse(R"({"peft_type": "VLPEFT_ROUTED_LORA", "r": 4,
+                                                                   "routing_function": 4})")));
+  auto* lora = dynamic_cast<RoutedLora*>(model->transformer.blocks[0]->attn.c_attn.adapters.at(0).second.get());
+  ASSERT_NE(lora, nullptr);
+  EXPECT_EQ(lora->slots[0]->lora_A.weight.shape(), Shape({8, 24}));
+  EXPECT_EQ(lora->slots[0]->lora_B.weight.shape(), Shape({48, 4}));
+  EXPECT_EQ(to_vector(model->forward(in, ctx).logits), base);  // B = 0
+
+  // Routed adapter: one module per block serving the attention and MLP sites.
+  auto m2 = tiny_gpt2();
+  PeftConfig c = parse_peft_config(nlohmann::json::parse(R"({"peft_type": "VLPEFT_ROUTED_ADAPTER",
+                                                            "routing_function": 2, "bottleneck_dim": 6})"));
+  add_adapter(*m2, c, "default", 4);
+  int with_params = 0, borrowed = 0;
+  for (auto& [name, s] : sublayer_sites(*m2))
+    for (auto& [a, mod] : s->adapters) {
+      with_params += mod->num_parameters() > 0;
+      borrowed += dynamic_cast<BorrowedSublayerAdapter*>(mod.get()) != nullptr;
+    }
+  EXPECT_EQ(with_params, 2);
+  EXPECT_EQ(borrowed, 2);
+  Generator g(6);
+  {
+    NoGradGuard ng;
+    for (auto& [n, p] : m2->named_parameters())
+      if (n.find(".adapters.") != std::string::npos) uniform_(p, -0.3, 0.3, &g);
+  }
+  const auto logits = to_vector(m2->forward(in, ctx).logits);
+  auto dir = test::temp_dir("peft_adapters_gpt2_routed");
+  save_adapter(*m2, c, "default", dir.string());
+  auto m3 = tiny_gpt2();
+  load_adapter(*m3, dir.string());
+  EXPECT_EQ(to_vector(m3->forward(in, ctx).logits), logits);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
