@@ -81,6 +81,8 @@ void attach_compacter(AttachContext& ctx) {
   const double rule_std = c.get_double("phm_init_range", vl ? 0.01 : 1e-4);
   const std::string w_init = c.get_string("phm_w_init", vl ? "xavier_uniform" : "xavier_normal");
   const bool before_dropout = c.get_bool("before_dropout", vl);
+  const std::string scope = c.get_string("phm_rule_scope", "stack");
+  VLP_CHECK(scope == "stack" || scope == "model", c.source, ": phm_rule_scope \"", scope, "\" (stack, model)");
   const std::vector<std::string> defaults =
       placement == "pfeiffer" ? std::vector<std::string>{"ff_site"} : std::vector<std::string>{"sa_site", "ca_site", "ff_site"};
 
@@ -92,7 +94,7 @@ void attach_compacter(AttachContext& ctx) {
     if (!c.raw.contains("non_linearity")) o.non_linearity = vl ? "gelu_new" : "gelu";
     PhmSharedRules* rules = nullptr;
     if (shared) {
-      const std::string stack = t.stack.empty() ? "all" : t.stack;
+      const std::string stack = t.stack.empty() || scope == "model" ? "all" : t.stack;
       rules = dynamic_cast<PhmSharedRules*>(shared_root->find_module(stack));
       if (!rules) {
         rules = &shared_root->add_module<PhmSharedRules>(stack, n, DType::F32);

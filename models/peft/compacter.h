@@ -11,6 +11,8 @@
 //   reduction_factor (8 for vl_adapter, 32 otherwise), bottleneck_dim, non_linearity (gelu_new / gelu)
 //   shared_phm_rule  one set of A_i per stack and direction at model level (default false for vl_adapter,
 //                    true otherwise), in "peft_shared.<adapter>.<stack or 'all'>.phm_rule_{down,up}"
+//   phm_rule_scope   "stack" (default: one set per stack and direction, spec §2.7) | "model" (one set per
+//                    direction for the whole model, as adapter-hub/adapters, spec §4.19; stored under "all")
 //   phm_rank         k for low-rank B_i (default 0 = full B_i for vl_adapter, 1 otherwise)
 //   phm_init_range   std of A_i's normal init (default 0.01 for vl_adapter, 1e-4 otherwise)
 //   phm_w_init       "xavier_uniform" (gain √2, default for vl_adapter) | "xavier_normal" (the library's

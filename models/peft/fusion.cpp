@@ -108,6 +108,11 @@ void set_fusion_temperature(Module& model, double temperature) {
   for (auto* f : fusion_modules(model)) f->temperature = temperature;
 }
 
+void freeze_fusion_members(Module& model) {
+  for (auto* f : fusion_modules(model))
+    for (auto& [name, a] : f->members) a->set_requires_grad(false);
+}
+
 void attach_fusion(AttachContext& ctx) {
   const PeftConfig& c = ctx.config;
   VLP_CHECK(c.raw.contains("adapters") && c.raw["adapters"].is_array() && !c.raw["adapters"].empty(), c.source,

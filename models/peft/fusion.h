@@ -46,6 +46,9 @@ void init_fusion(FusionAdapter& f, Generator& gen);
 // 0.01 · Σ ‖I − W_v‖² over every dynamic fusion module in the model (a scalar, differentiable).
 Tensor fusion_regularization(Module& model, double weight = 0.01);
 void set_fusion_temperature(Module& model, double temperature);
+// AdapterFusion trains the fusion layers only: add_adapter's trainable set holds every adapter's parameters,
+// so a trainer fusing frozen adapters calls this after add_adapter (members' parameters stop requiring grad).
+void freeze_fusion_members(Module& model);
 
 void attach_fusion(AttachContext& ctx);
 

@@ -135,6 +135,13 @@ TEST(Methods, SitesAndFileKeys) {
   EXPECT_NE(t5b->find_module("peft_shared.default.encoder"), nullptr);
   EXPECT_NE(t5b->find_module("peft_shared.default.decoder"), nullptr);
   EXPECT_TRUE(t5b->find_module("peft_shared.default.encoder")->parameters()[0].requires_grad());
+  auto t5c = test::tiny_t5();
+  add_adapter(*t5c, config(R"({"peft_type": "VLPEFT_COMPACTER", "placement": "houlsby", "reduction_factor": 4,
+                               "phm_dim": 2, "phm_rule_scope": "model"})"));
+  EXPECT_NE(t5c->find_module("peft_shared.default.all"), nullptr);
+  EXPECT_EQ(t5c->find_module("peft_shared.default.encoder"), nullptr);
+  EXPECT_EQ(count_parameters(*t5c).trainable + 2 * 8,  // one [2,2,2] pair less than per stack
+            count_parameters(*t5b).trainable);
   EXPECT_THROW(add_adapter(*t5b, config(R"({"peft_type": "VLPEFT_ADAPTER", "sharing": "multiple"})"), "x"), Error);
   EXPECT_THROW(add_adapter(*t5b, config(R"({"peft_type": "VLPEFT_HYPERFORMER"})"), "y"), Error);  // no tasks
 }
@@ -163,6 +170,12 @@ TEST(Methods, FusionOverTwoAttachedAdapters) {
   EXPECT_EQ(to_vector(fresh->forward(in).logits), logits);
   // The regulariser sees every fusion site.
   EXPECT_GT(fusion_regularization(*fresh).item(), 0.0);
+  // Fusion training: members frozen, fusion layers trainable.
+  freeze_fusion_members(*fresh);
+  for (auto& [n, p] : fresh->named_parameters()) {
+    if (contains(n, ".adapters.a.") || contains(n, ".adapters.b.")) EXPECT_FALSE(p.requires_grad()) << n;
+    if (contains(n, ".adapters.fusion.")) EXPECT_TRUE(p.requires_grad()) << n;
+  }
   std::filesystem::remove_all(dir);
 }
 
