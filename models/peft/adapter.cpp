@@ -3,6 +3,7 @@
 #include "models/peft/adapter.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "models/peft/routing.h"
 #include "runtime/rng.h"
@@ -128,7 +129,7 @@ void init_bottleneck(BottleneckAdapter& adapter, const std::string& scheme, cons
   std::vector<DenseProjection*> downs, ups;
   for (auto* p : adapter.down) downs.push_back(dense(p));
   for (auto* p : adapter.up) ups.push_back(dense(p));
-  // In registration order so a seed gives the same tensors whatever the sharing mode's first modules are.
+  // Every down-projection, then every up-projection (one fixed order of draws per sharing mode).
   auto each = [&](auto&& fn_down, auto&& fn_up) {
     for (auto* d : downs) fn_down(d);
     for (auto* u : ups) fn_up(u);
@@ -191,14 +192,14 @@ bool all_digits(const std::string& s) {
   return true;
 }
 
-// Width of the sublayer output: the first norm weight inside the site's block.
-int64_t block_width(Module& block) {
+// Width of the sublayer output and the backbone dtype: the first norm weight inside the site's block.
+std::pair<int64_t, DType> block_width(Module& block) {
   for (const auto& [name, p] : block.named_parameters()) {
     if (name.find("adapters.") != std::string::npos) continue;
     bool is_norm = name.find("norm") != std::string::npos || name.rfind("ln_", 0) == 0;
-    if (is_norm && p.dim() == 1) return p.size(0);
+    if (is_norm && p.dim() == 1) return {p.size(0), p.dtype()};
   }
-  return 0;
+  return {0, DType::F32};
 }
 
 }  // namespace
@@ -222,7 +223,7 @@ std::vector<SublayerTarget> sublayer_targets(AttachContext& ctx, const std::vect
     const std::string parent = name.substr(0, name.size() - last.size() - 1);
     Module* block = ctx.model.find_module(parent);
     VLP_CHECK(block != nullptr, "sublayer site '", name, "': no parent module '", parent, "'");
-    t.d_model = block_width(*block);
+    std::tie(t.d_model, t.dtype) = block_width(*block);
     if (ctx.backbone == "bart") {
       const char* norm = t.block == "sa" ? "self_attn_layer_norm" : t.block == "ca" ? "encoder_attn_layer_norm"
                                                                                    : "final_layer_norm";
@@ -299,7 +300,8 @@ void attach_bottleneck_adapter(AttachContext& ctx) {
   const bool before_dropout = ctx.config.get_bool("before_dropout", placement == "vl_adapter");
   const std::string init = ctx.config.get_string("init_weights", "vl_adapter");
   for (const auto& t : sublayer_targets(ctx, default_adapter_sites(ctx.config))) {
-    auto a = std::make_shared<BottleneckAdapter>(bottleneck_options(ctx.config, t.d_model), dense_projections());
+    auto a = std::make_shared<BottleneckAdapter>(bottleneck_options(ctx.config, t.d_model), dense_projections(t.dtype),
+                                                 t.dtype);
     if (a->options.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;

@@ -115,6 +115,7 @@ struct SublayerTarget {
   std::string block;           // "sa" | "ca" | "ff"
   const LayerNorm* block_norm = nullptr;  // post-LN block norm applied after this site (BART), else null
   int64_t d_model = 0;         // width of the sublayer output
+  DType dtype = DType::F32;    // the backbone's parameter dtype: the adapter's tensors are made in it
 };
 // The model's sublayer sites matched by the config (default targets when it names none).
 std::vector<SublayerTarget> sublayer_targets(AttachContext& ctx, const std::vector<std::string>& default_targets);

@@ -84,31 +84,33 @@ void attach_compacter(AttachContext& ctx) {
   const std::string scope = c.get_string("phm_rule_scope", "stack");
   VLP_CHECK(scope == "stack" || scope == "model", c.source, ": phm_rule_scope \"", scope, "\" (stack, model)");
   const std::vector<std::string> defaults =
-      placement == "pfeiffer" ? std::vector<std::string>{"ff_site"} : std::vector<std::string>{"sa_site", "ca_site", "ff_site"};
+      placement == "pfeiffer" ? std::vector<std::string>{"ff_site"}
+                              : std::vector<std::string>{"sa_site", "ca_site", "ff_site"};
 
   Module* shared_root = nullptr;
   if (shared) shared_root = &ctx.model.add_module<Module>("peft_shared." + ctx.adapter_name);
   for (const auto& t : sublayer_targets(ctx, defaults)) {
     BottleneckOptions o = bottleneck_options(c, t.d_model);
-    if (!c.raw.contains("reduction_factor") && !c.raw.contains("bottleneck_dim")) o.bottleneck = t.d_model / (vl ? 8 : 32);
+    if (!c.raw.contains("reduction_factor") && !c.raw.contains("bottleneck_dim"))
+      o.bottleneck = t.d_model / (vl ? 8 : 32);
     if (!c.raw.contains("non_linearity")) o.non_linearity = vl ? "gelu_new" : "gelu";
     PhmSharedRules* rules = nullptr;
     if (shared) {
       const std::string stack = t.stack.empty() || scope == "model" ? "all" : t.stack;
       rules = dynamic_cast<PhmSharedRules*>(shared_root->find_module(stack));
       if (!rules) {
-        rules = &shared_root->add_module<PhmSharedRules>(stack, n, DType::F32);
+        rules = &shared_root->add_module<PhmSharedRules>(stack, n, t.dtype);
         normal_(rules->phm_rule_down, 0.0, rule_std, &ctx.generator);
         normal_(rules->phm_rule_up, 0.0, rule_std, &ctx.generator);
       }
     }
     ProjectionFactory make = [&](int64_t in, int64_t out, const std::string& role) -> std::unique_ptr<Projection> {
       const Tensor* rule = rules ? (role == "down" ? &rules->phm_rule_down : &rules->phm_rule_up) : nullptr;
-      auto p = std::make_unique<PhmProjection>(n, in, out, rank, rule);
+      auto p = std::make_unique<PhmProjection>(n, in, out, rank, rule, t.dtype);
       init_phm(*p, w_init, rule_std, ctx.generator);
       return p;
     };
-    auto a = std::make_shared<BottleneckAdapter>(o, make);
+    auto a = std::make_shared<BottleneckAdapter>(o, make, t.dtype);
     if (o.placement == "pfeiffer") a->block_norm = t.block_norm;
     t.site->before_dropout = before_dropout;
     attach_adapter(*t.site, ctx.adapter_name, a);

@@ -147,7 +147,8 @@ void attach_fusion(AttachContext& ctx) {
     for (const auto& [n, a] : members)
       VLP_CHECK(a != nullptr, c.source, ": fusion member '", n, "' at '", site_name, "' is not a bottleneck adapter");
     const int64_t d = members.front().second->options.d_model;
-    auto f = std::make_shared<FusionAdapter>(composition, members, d, type == "dynamic");
+    auto f = std::make_shared<FusionAdapter>(composition, members, d, type == "dynamic",
+                                             members.front().second->down[0]->parameters().front().dtype());
     if (!weights.empty()) f->weights = weights;
     f->temperature = c.get_double("temperature", 1.0);
     init_fusion(*f, ctx.generator);

@@ -128,7 +128,7 @@ void attach_hyperformer(AttachContext& ctx) {
   const std::string act = c.get_string("non_linearity", "gelu_new");
   const bool skip = c.get_bool("skip", true), before_dropout = c.get_bool("before_dropout", true);
 
-  auto& shared = ctx.model.add_module<HyperformerShared>("peft_shared." + ctx.adapter_name, o);
+  auto& shared = ctx.model.add_module<HyperformerShared>("peft_shared." + ctx.adapter_name, o, targets.front().dtype);
   // One hypernetwork per stack: its layer count and the block types it serves.
   std::map<std::string, std::pair<int, std::vector<std::string>>> stacks;
   for (const auto& t : targets) {

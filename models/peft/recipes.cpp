@@ -11,8 +11,8 @@ std::vector<std::string> vl_recipe_names() {
 
 VlRecipe vl_adapter_recipe(const std::string& name, const std::string& backbone,
                            const std::vector<std::string>& tasks, const std::vector<std::string>& always_trainable) {
-  VLP_CHECK(backbone == "t5" || backbone == "bart", "VL-Adapter recipe '", name, "': backbone must be t5 or bart, got '",
-            backbone, "'");
+  VLP_CHECK(backbone == "t5" || backbone == "bart", "VL-Adapter recipe '", name,
+            "': backbone must be t5 or bart, got '", backbone, "'");
   std::string list;
   for (const auto& n : vl_recipe_names()) list += (list.empty() ? "" : ", ") + n;
   VlRecipe r;

@@ -161,7 +161,7 @@ void attach_routed_adapter(AttachContext& ctx) {
     VLP_CHECK(o.routing >= 0 && o.routing <= 4, c.source, ": routing_function ", o.routing, " (0..4)");
     o.routing_reshape_compat = c.get_bool("routing_reshape_compat", false);
     o.visual_pool = c.get_string("visual_pool", "none");
-    auto a = std::make_shared<BottleneckAdapter>(o, dense_projections());
+    auto a = std::make_shared<BottleneckAdapter>(o, dense_projections(t.dtype), t.dtype);
     if (o.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;

@@ -50,8 +50,10 @@ std::vector<std::pair<std::string, std::string>> method_configs() {
   const std::string t = kTasks;
   return {
       {"adapter_single", R"({"peft_type": "VLPEFT_ADAPTER", "reduction_factor": 4})"},
-      {"adapter_multiple", R"({"peft_type": "VLPEFT_ADAPTER", "reduction_factor": 4, "sharing": "multiple", )" + t + "}"},
-      {"adapter_half", R"({"peft_type": "VLPEFT_ADAPTER", "reduction_factor": 4, "sharing": "half_shared", )" + t + "}"},
+      {"adapter_multiple",
+       R"({"peft_type": "VLPEFT_ADAPTER", "reduction_factor": 4, "sharing": "multiple", )" + t + "}"},
+      {"adapter_half",
+       R"({"peft_type": "VLPEFT_ADAPTER", "reduction_factor": 4, "sharing": "half_shared", )" + t + "}"},
       {"pfeiffer", R"({"peft_type": "VLPEFT_ADAPTER", "placement": "pfeiffer", "reduction_factor": 4})"},
       {"scaled_parallel", R"({"peft_type": "VLPEFT_ADAPTER", "placement": "scaled_parallel"})"},
       {"compacter", R"({"peft_type": "VLPEFT_COMPACTER", "reduction_factor": 4})"},

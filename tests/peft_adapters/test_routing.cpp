@@ -106,8 +106,8 @@ TEST(RoutedLora, MatchesFloat64FormulaAndGradchecks) {
       xv_all.insert(xv_all.end(), h.begin(), h.end());
     }
     Vec f = fn == 0 ? xt_all
-                    : route_ref(fn, from_vector(xt_all, {2, 4, r}, DType::F64), from_vector(xv_all, {2, 1, r}, DType::F64),
-                                false);
+                    : route_ref(fn, from_vector(xt_all, {2, 4, r}, DType::F64),
+                                from_vector(xv_all, {2, 1, r}, DType::F64), false);
     for (int64_t t = 0; t < 8; ++t) {
       Vec d = test::affine(Bm, {}, test::row(f, t, r));
       for (int64_t j = 0; j < out; ++j) expect.push_back(ys[size_t(t * out + j)] + 2.0 * d[size_t(j)]);
@@ -269,7 +269,9 @@ TEST(RoutedLora, GroupedQvLayoutMatchesFloat64Formula) {
       xt.insert(xt.end(), h.begin(), h.end());
     }
     Vec xv = test::affine(A, {}, to_vector(ctx.visual));
-    Vec f = fn == 0 ? xt : route_ref(fn, from_vector(xt, {1, 3, 2 * r}, DType::F64), from_vector(xv, {1, 1, 2 * r}, DType::F64), false);
+    Vec f = fn == 0 ? xt
+                    : route_ref(fn, from_vector(xt, {1, 3, 2 * r}, DType::F64),
+                                from_vector(xv, {1, 1, 2 * r}, DType::F64), false);
     for (int64_t t = 0; t < 3; ++t) {
       for (int64_t j = 0; j < out; ++j) {
         const int64_t g = j / w;
