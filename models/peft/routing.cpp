@@ -156,7 +156,7 @@ void attach_routed_adapter(AttachContext& ctx) {
       continue;
     }
     BottleneckOptions o = bottleneck_options(c, t.d_model);
-    if (!c.raw.contains("non_linearity")) o.non_linearity = "gelu_new";
+    if (!c.raw.contains("non_linearity")) o.non_linearity = ctx.backbone == "gpt2" ? "gelu_new" : "gelu";
     o.routing = c.get_int("routing_function", 2);
     VLP_CHECK(o.routing >= 0 && o.routing <= 4, c.source, ": routing_function ", o.routing, " (0..4)");
     o.routing_reshape_compat = c.get_bool("routing_reshape_compat", false);

@@ -25,9 +25,10 @@
 // Routed adapter (peft_type VLPEFT_ROUTED_ADAPTER): the bottleneck adapter of adapter.h with
 //   A(h) = W_up act(f(W_down h + c_d, W_down x_R + c_d)) + c_u   (+ h with skip)
 // Config fields: as VLPEFT_ADAPTER (placement default "houlsby", reduction_factor, bottleneck_dim,
-// non_linearity default gelu_new, skip default true, sharing, tasks, target_modules), plus
-// routing_function, routing_reshape_compat, visual_pool; init_weights default "bert" (N(0, 0.02), zero
-// biases: not a no-op; "zero_up" is). share_in_block (default true on GPT-2, spec §3.4): one adapter per
+// non_linearity default gelu_new on GPT-2 and exact gelu elsewhere (spec §3.3), skip default true (false
+// for the encoder recipe of spec §3.5), sharing, tasks, target_modules), plus routing_function,
+// routing_reshape_compat, visual_pool; init_weights default "bert" (N(0, 0.02), zero biases: not a no-op;
+// "zero_up" is). share_in_block (default true on GPT-2, spec §3.4): one adapter per
 // block, used on both the attention and the MLP output (the feed-forward site borrows the attention site's
 // module, so its parameters exist, train and save once).
 #pragma once
