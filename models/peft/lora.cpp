@@ -67,6 +67,8 @@ void init_from_decomposition(LoraLayer& a, Linear& layer, const std::string& kin
   NoGradGuard no_grad;
   copy_(a.lora_A, from_vector(A, {r, n}));
   copy_(a.lora_B, from_vector(B, {m, r}));
+  a.init_A = from_vector(A, {r, n});
+  a.init_B = from_vector(B, {m, r});
   write_weight(layer, w);
 }
 
@@ -314,6 +316,48 @@ void add_weighted_adapter(Module& model, const std::vector<std::string>& adapter
       copy_(target->lora_B, from_vector(B, {out, new_r}));
     }
   }
+}
+
+void save_adapter_as_plain_lora(Module& model, const std::string& adapter_name, const std::string& dir) {
+  PeftConfig config = adapter_config(model, adapter_name);
+  VLP_CHECK(config.peft_type == "LORA", "save_adapter_as_plain_lora: '", adapter_name, "' is not a LoRA adapter");
+  std::vector<std::pair<LoraLayer*, std::string>> layers;
+  bool rewrote = false;
+  for (auto& [name, l] : linear_sites(model))
+    for (auto& [n, a] : l->adapters)
+      if (n == adapter_name)
+        if (auto* lora = dynamic_cast<LoraLayer*>(a.get())) {
+          layers.push_back({lora, name});
+          rewrote = rewrote || lora->init_A.defined();
+        }
+  if (!rewrote) return save_adapter(model, config, adapter_name, dir);
+  VLP_CHECK(config.rank_pattern.empty() && config.alpha_pattern.empty(),
+            "save_adapter_as_plain_lora: rank_pattern / alpha_pattern are not supported");
+  // Swap in the doubled factors, save, swap back.
+  std::vector<std::pair<Tensor, Tensor>> kept;
+  {
+    NoGradGuard no_grad;
+    for (auto& [l, name] : layers) {
+      kept.push_back({l->lora_A, l->lora_B});
+      l->lora_A = concat({l->lora_A.detach(), l->init_A}, 0);
+      l->lora_B = concat({l->lora_B.detach(), neg(l->init_B)}, 1);
+    }
+  }
+  PeftConfig plain = config;
+  const bool rs = config.get_bool("use_rslora", false);
+  plain.raw["r"] = 2 * config.get_int("r", 8);
+  if (!rs && config.raw.contains("lora_alpha") && config.raw["lora_alpha"].is_number_integer())
+    plain.raw["lora_alpha"] = 2 * config.raw["lora_alpha"].get<int64_t>();
+  else
+    plain.raw["lora_alpha"] = config.get_double("lora_alpha", 8) * (rs ? std::sqrt(2.0) : 2.0);
+  plain.raw["init_lora_weights"] = true;
+  try {
+    save_adapter(model, plain, adapter_name, dir);
+  } catch (...) {
+    for (size_t i = 0; i < layers.size(); ++i) layers[i].first->lora_A = kept[i].first, layers[i].first->lora_B = kept[i].second;
+    throw;
+  }
+  for (size_t i = 0; i < layers.size(); ++i) layers[i].first->lora_A = kept[i].first, layers[i].first->lora_B = kept[i].second;
 }
 
 // ---- decompositions ----

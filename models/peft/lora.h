@@ -24,6 +24,7 @@ struct LoraLayer : LinearAdapter {
   Tensor lora_B_bias;  // [d_out]      "lora_B.bias" when lora_bias
   Tensor magnitude;  // [d_out]        "lora_magnitude_vector" (DoRA)
   Tensor merged_dora_scale;  // g cached at merge for unmerge
+  Tensor init_A, init_B;     // PiSSA / OLoRA: the initial factors whose product left the base
 
   LoraLayer(const Linear& layer, const std::string& adapter_name, int64_t r, double alpha, bool use_rslora,
             double dropout, bool lora_bias, bool use_dora);
@@ -47,6 +48,11 @@ void attach_lora(AttachContext& ctx);
 // it is added inactive, like any later adapter.
 void add_weighted_adapter(Module& model, const std::vector<std::string>& adapters, const std::vector<double>& weights,
                           const std::string& new_name, const std::string& combination_type, int svd_rank = 0);
+
+// Writes a PiSSA / OLoRA adapter as the equivalent plain LoRA on the original base (spec §4.1): rank 2r,
+// A = [A; A_init], B = [B, −B_init], lora_alpha doubled (× √2 with rsLoRA), init_lora_weights true, so it
+// loads here and in PEFT without the rewritten base. Other LoRA adapters are written unchanged.
+void save_adapter_as_plain_lora(Module& model, const std::string& adapter_name, const std::string& dir);
 
 // Small dense decompositions in float64 (row-major), used by PiSSA, OLoRA and SVD combination.
 // Thin SVD of an m×n matrix: U [m, k], S [k] descending, Vt [k, n], k = min(m, n) (one-sided Jacobi).

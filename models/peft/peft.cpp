@@ -339,6 +339,8 @@ PeftConfig parse_peft_config(const json& j, const std::string& source) {
             ": field 'layers_pattern' is only meaningful with 'layers_to_transform'");
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
+    // AdaLoRA's rank_pattern is its pruning masks (name -> list of booleans), read by the method itself.
+    if (c.peft_type == "ADALORA" && std::string(key) == "rank_pattern") continue;
     VLP_CHECK(j[key].is_object(), source, ": field '", key, "' must be an object of name pattern -> number");
     for (auto& [k, v] : j[key].items()) {
       if (std::string(key) == "rank_pattern") {
@@ -489,6 +491,11 @@ const PeftConfig& adapter_config(Module& model, const std::string& adapter_name)
   return it->second;
 }
 
+void set_adapter_config(Module& model, const std::string& adapter_name, const PeftConfig& config) {
+  adapter_config(model, adapter_name);  // must exist
+  state_of(model).configs[adapter_name] = config;
+}
+
 std::vector<std::string> active_adapters(Module& model) { return state_of(model).active; }
 
 void add_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name, uint64_t seed) {
@@ -499,7 +506,17 @@ void add_adapter(Module& model, const PeftConfig& config, const std::string& ada
   const PeftMethod& method = find_method(config.peft_type);
   Generator gen(seed);
   AttachContext ctx{model, config, adapter_name, gen, backbone_kind(model)};
-  method.attach(ctx);
+  try {
+    method.attach(ctx);
+  } catch (...) {
+    // Leave the model as it was: drop whatever the method attached before failing.
+    st.configs[adapter_name] = config;
+    try {
+      delete_adapter(model, adapter_name);
+    } catch (...) {
+    }
+    throw;
+  }
   st.configs[adapter_name] = config;
   const bool first = st.active.empty() && st.configs.size() == 1;
   if (first) st.active = {adapter_name};
@@ -740,10 +757,12 @@ void save_adapter(Module& model, const PeftConfig& config, const std::string& ad
       if (r.name == adapter_name && r.linear && r.linear->fan_in_fan_out) conv1d = true;
     j["fan_in_fan_out"] = conv1d;
   }
+  auto live = adapter_tensors(model, config, adapter_name);
+  if (method.prepare_save) method.prepare_save(model, adapter_name, j, live);
   write_text_atomic((out / "adapter_config.json").string(), j.dump(2));
 
   NamedTensors tensors;
-  for (auto& [k, t] : adapter_tensors(model, config, adapter_name)) tensors.push_back({k, convert(t.detach(), DType::F32)});
+  for (auto& [k, t] : live) tensors.push_back({k, convert(t.detach(), DType::F32)});
   save_safetensors((out / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
 }
 
@@ -759,11 +778,10 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
   VLP_CHECK(fs::exists(base / "adapter_config.json"), base.string(), ": no adapter_config.json");
   VLP_CHECK(fs::exists(st_path), base.string(), ": no adapter_model.safetensors");
   PeftConfig config = load_peft_config((base / "adapter_config.json").string());
-  // Initialisation is informative on load: never rewrite the base (PiSSA, OLoRA), the file has the tensors.
-  PeftConfig attach_config = config;
-  if (attach_config.raw.contains("init_lora_weights")) attach_config.raw["init_lora_weights"] = true;
-  add_adapter(model, attach_config, adapter_name, 0);
-  state_of(model).configs[adapter_name] = config;
+  // The file's tensors replace whatever the initialisation drew. Base-rewriting inits (PiSSA, OLoRA) run again
+  // on load, as PEFT does, so an adapter saved with them loads onto the original base; an adapter converted
+  // with save_adapter_as_plain_lora (init true, rank 2r) needs no rewrite.
+  add_adapter(model, config, adapter_name, 0);
 
   SafetensorsFile file = load_safetensors(st_path.string());
   auto expected = adapter_tensors(model, config, adapter_name);

@@ -114,6 +114,10 @@ struct PeftMethod {
   // peft's Config().to_dict()); save_adapter writes them under the config's own fields so the file has
   // exactly HF's field set. Null = write the config's fields only.
   const char* default_config = nullptr;
+  // Called by save_adapter only, on the config JSON and the tensors about to be written (keys as in the
+  // file): methods whose files differ from their live modules (AdaLoRA slices pruned ranks) adjust them here.
+  void (*prepare_save)(Module& model, const std::string& adapter_name, nlohmann::json& config,
+                       std::vector<std::pair<std::string, Tensor>>& tensors) = nullptr;
 };
 const PeftMethod& find_method(const std::string& peft_type);  // errors list the known types
 const std::vector<PeftMethod>& all_methods();
@@ -124,8 +128,10 @@ const std::vector<PeftMethod>& all_methods();
 // As in HF PEFT, the first adapter of a model is active; later ones are added inactive (set_active_adapters).
 void add_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name = "default",
                  uint64_t seed = 0);
-// The config an adapter was added with (throws naming the adapter when absent).
+// The config an adapter was added with (throws naming the adapter when absent); set_adapter_config replaces it
+// (methods that learn fields during training, e.g. AdaLoRA's rank_pattern).
 const PeftConfig& adapter_config(Module& model, const std::string& adapter_name);
+void set_adapter_config(Module& model, const std::string& adapter_name, const PeftConfig& config);
 std::vector<std::string> active_adapters(Module& model);
 void delete_adapter(Module& model, const std::string& adapter_name);
 // set_active_adapters({"a","b"}) activates exactly those; {} disables all (base model).

@@ -2,6 +2,7 @@
 // forward for all of them, and the HF PEFT fixtures of tools/reference/make_peft_fixtures.py
 // (tests/fixtures/peft/<case>/).
 #pragma once
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>

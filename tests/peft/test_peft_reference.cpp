@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "autograd/optim.h"
+
 #include "tests/peft/peft_fixture.h"
 
 namespace vlp {
@@ -57,8 +59,7 @@ TEST_P(HfPeftReference, WrittenFilesAreThoseOfPeft) {
   test::TinyModel m(c.model);
   const std::string hf_dir = test::peft_fixture_dir(c.name);
   peft::PeftConfig config = peft::load_adapter(m.module(), hf_dir);
-  const auto out_dir = std::filesystem::path(VLP_BINARY_DIR) / "peft_written" / c.name;
-  std::filesystem::remove_all(out_dir);
+  const auto out_dir = test::temp_dir("peft_written_" + c.name);
   peft::save_adapter(m.module(), config, "default", out_dir.string());
   // Tensors: same keys, shapes, dtypes and bytes (the reference writer's layout).
   auto ours = read_safetensors_header((out_dir / "adapter_model.safetensors").string());
@@ -78,12 +79,31 @@ TEST_P(HfPeftReference, WrittenFilesAreThoseOfPeft) {
   auto theirs_json = nlohmann::json::parse(test::read_text(hf_dir + "/adapter_config.json"));
   EXPECT_EQ(ours_json, theirs_json);
   EXPECT_EQ(test::read_text((out_dir / "adapter_config.json").string()), test::read_text(hf_dir + "/adapter_config.json"));
-  // Our logits for the reverse check in PEFT (make_peft_fixtures.py --check).
-  save_safetensors((out_dir / "outputs.safetensors").string(), {{"logits", contiguous(m.logits())}});
-  // And the written directory loads back here with identical outputs.
+  std::filesystem::remove_all(out_dir);
+}
+
+// Values trained here, written here: they load back here identically, and the directory plus our logits are
+// left in build/peft_written/<case> for the reverse check in PEFT (make_peft_fixtures.py --check).
+TEST_P(HfPeftReference, TrainedAdapterRoundTrips) {
+  const Case c = GetParam();
+  test::TinyModel m(c.model);
+  peft::PeftConfig config = peft::load_adapter(m.module(), test::peft_fixture_dir(c.name));
+  std::vector<Tensor> trainable;
+  for (auto& [n, p] : m.module().named_parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  Optimizer opt = make_adamw(trainable, 1e-2, 0.0);
+  backward(m.forward().loss);
+  step(opt);
+  const auto out_dir = std::filesystem::path(VLP_BINARY_DIR) / "peft_written" / c.name;
+  std::filesystem::remove_all(out_dir);
+  peft::save_adapter(m.module(), config, "default", out_dir.string());
+  Tensor logits = m.logits();
+  save_safetensors((out_dir / "outputs.safetensors").string(), {{"logits", contiguous(logits)}});
   test::TinyModel again(c.model);
   peft::load_adapter(again.module(), out_dir.string());
-  EXPECT_TRUE(test::all_close(again.logits(), m.logits(), 0, 0));
+  EXPECT_TRUE(test::all_close(again.logits(), logits, 0, 0));
+  EXPECT_FALSE(test::read_text((out_dir / "adapter_model.safetensors").string()) ==
+               test::read_text(test::peft_fixture_dir(c.name) + "/adapter_model.safetensors"));
 }
 
 TEST_P(HfPeftReference, MergedEqualsUnmerged) {

@@ -26,7 +26,7 @@ import os
 import sys
 
 import torch
-from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
+from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import BartForConditionalGeneration, GPT2LMHeadModel, T5ForConditionalGeneration
 from transformers import ViTForImageClassification
@@ -60,7 +60,12 @@ CASES = {
     # classifier in modules_to_save) is tested natively in tests/peft.
     "bart_lora_bias_all": ("bart", lambda: LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj"], bias="all",
                                                       layers_to_transform=[1], layers_pattern="layers")),
+    "t5_adalora": ("t5", lambda: AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=10, tinit=0, tfinal=0,
+                                               deltaT=1)),
 }
+
+# AdaLoRA: after the gradient, PEFT's rank allocator runs at this step (budget 72 of 128 triplets on the tiny T5).
+ADALORA_STEP = 5
 
 
 def load_base(model):
@@ -100,6 +105,8 @@ def perturb(peft_model, gen):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
             elif "lora_A" in name:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+            elif "lora_E" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
             elif "ia3_l" in name:
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
             elif "lora_magnitude_vector" in name:
@@ -122,13 +129,31 @@ def make_case(case):
     peft_model.save_pretrained(out_dir)
     os.remove(os.path.join(out_dir, "README.md"))  # the model card; not part of the format
     b = batch(model)
-    out = peft_model(**b)
+    if case.endswith("adalora"):
+        # AdaLoraModel.forward adds the orthogonal regularisation to the loss; PeftModel's forward, as observed
+        # with peft 0.21.2 + transformers 5.23, returns the model loss without it, so call it directly.
+        out = peft_model.base_model.forward(**b)
+    else:
+        out = peft_model(**b)
     out.loss.backward()
     tensors = {"logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
     for name, p in peft_model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, name
             tensors["grad." + file_key(name)] = p.grad.detach().contiguous()
+    if case.endswith("adalora"):
+        # The allocator masks triplets (E_i = 0) from |p * grad| scores; record the masked E, the outputs after
+        # masking, and PEFT's save of the pruned adapter (tensors sliced to the kept ranks + rank_pattern).
+        peft_model.base_model.update_and_allocate(ADALORA_STEP)
+        for name, p in peft_model.named_parameters():
+            if "lora_E" in name:
+                tensors["masked." + file_key(name)] = p.detach().clone()
+        with torch.no_grad():
+            tensors["logits_after"] = peft_model(**b).logits.detach().contiguous()
+        allocated = os.path.join(out_dir, "allocated")
+        os.makedirs(allocated, exist_ok=True)
+        peft_model.save_pretrained(allocated)
+        os.remove(os.path.join(allocated, "README.md"))
     save_file(tensors, os.path.join(out_dir, "fixture.safetensors"))
     # Every gradient key must be a saved adapter key.
     saved = set(load_file(os.path.join(out_dir, "adapter_model.safetensors")).keys())
@@ -167,8 +192,10 @@ def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "--check":
         sys.exit(0 if check_written(sys.argv[2]) else 1)
     os.makedirs(OUT, exist_ok=True)
+    only = sys.argv[1:]  # optional case names
     for case in CASES:
-        make_case(case)
+        if not only or case in only:
+            make_case(case)
 
 
 if __name__ == "__main__":
