@@ -1,5 +1,6 @@
 // Bottleneck adapters (models/peft/adapter.h): each placement's forward against a plain float64 evaluation,
 // gradcheck, multi-task selection, half-shared sharing exactly the up-projection, zero-up no-op, inits.
+#include "models/attention.h"
 #include "models/peft/adapter.h"
 #include "tests/peft_adapters/peft_test_util.h"
 
@@ -221,6 +222,36 @@ TEST(Adapter, OptionErrorsNameTheProblem) {
   EXPECT_THROW(BottleneckAdapter(o, dense_projections()), Error);  // no tasks
   o = options("houlsby", "not_an_activation");
   EXPECT_THROW(BottleneckAdapter(o, dense_projections()), Error);
+}
+
+}  // namespace
+}  // namespace vlp::peft
+
+namespace vlp::peft {
+namespace {
+
+// VL-Adapter's placement: the backbone calls the site before its dropout, x + Drop(A(Sublayer(x))); the
+// adapter-hub placements run after it, x + A(Drop(Sublayer(x))).
+TEST(Adapter, BeforeDropoutPlacementAtTheSite) {
+  BottleneckOptions o;
+  o.d_model = 8, o.bottleneck = 4;
+  auto a = std::make_shared<BottleneckAdapter>(o, dense_projections(DType::F64), DType::F64);
+  test::randomize(*a, 2);
+  SublayerSite site;
+  attach_adapter(site, "default", a);
+  Tensor x = test::rand_input({2, 3, 8}, 1, DType::F64, false), out = test::rand_input({2, 3, 8}, 2, DType::F64, false);
+  auto run = [&](bool before) {
+    site.before_dropout = before;
+    Generator g(5);
+    ForwardContext ctx;
+    ctx.training = true, ctx.generator = &g;
+    return sublayer_output(site, x, out, 0.5, ctx);
+  };
+  Generator g1(5), g2(5);
+  EXPECT_TRUE(test::all_close(run(true), dropout(a->forward(x, out, {}), 0.5, true, &g1), 0, 0));
+  Tensor dropped = dropout(out, 0.5, true, &g2);
+  EXPECT_TRUE(test::all_close(run(false), a->forward(x, dropped, {}), 0, 0));
+  EXPECT_NE(to_vector(run(true)), to_vector(run(false)));
 }
 
 }  // namespace
