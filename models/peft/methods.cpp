@@ -1,9 +1,13 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
 #include "models/peft/adalora.h"
+#include "models/peft/adapter.h"
 #include "models/peft/boft.h"
+#include "models/peft/compacter.h"
 #include "models/peft/fourierft.h"
+#include "models/peft/fusion.h"
 #include "models/peft/hra.h"
+#include "models/peft/hyperformer.h"
 #include "models/peft/ia3.h"
 #include "models/peft/ln_tuning.h"
 #include "models/peft/loha.h"
@@ -11,6 +15,7 @@
 #include "models/peft/lora.h"
 #include "models/peft/oft.h"
 #include "models/peft/peft.h"
+#include "models/peft/routing.h"
 #include "models/peft/vera.h"
 
 namespace vlp::peft {
@@ -98,6 +103,12 @@ const std::vector<PeftMethod>& all_methods() {
       {"HRA", attach_hra, nullptr, kHraDefaults},
       {"FOURIERFT", attach_fourierft, nullptr, kFourierftDefaults},
       {"BOFT", attach_boft, nullptr, kBoftDefaults},
+      {"VLPEFT_ADAPTER", attach_bottleneck_adapter},
+      {"VLPEFT_COMPACTER", attach_compacter},
+      {"VLPEFT_HYPERFORMER", attach_hyperformer},
+      {"VLPEFT_ROUTED_LORA", attach_routed_lora},
+      {"VLPEFT_ROUTED_ADAPTER", attach_routed_adapter},
+      {"VLPEFT_FUSION", attach_fusion},
   };
   return methods;
 }
