@@ -166,7 +166,8 @@ void reset_peak_stats(int device) {
   p.stats.peak_reserved_bytes = p.stats.reserved_bytes;
 }
 
-DeviceBuffer::DeviceBuffer(size_t nbytes, int dev) : ptr(device_alloc(nbytes, dev)), device(dev) {}
+DeviceBuffer::DeviceBuffer(size_t nbytes, int dev, cudaStream_t stream)
+    : ptr(device_alloc(nbytes, dev, stream)), device(dev) {}
 DeviceBuffer::~DeviceBuffer() {
   try {
     device_free(ptr, device);

@@ -39,9 +39,10 @@ void reset_peak_stats(int device);
 // The size class a request of nbytes is rounded up to.
 size_t size_class(size_t nbytes);
 
-// A scratch buffer from device_alloc, returned when the object dies (kernel workspaces).
+// A scratch buffer from device_alloc, returned when the object dies (kernel workspaces). Allocate it for
+// the stream the kernels using it run on (null: the device's current stream).
 struct DeviceBuffer {
-  DeviceBuffer(size_t nbytes, int device);
+  DeviceBuffer(size_t nbytes, int device, cudaStream_t stream = nullptr);
   ~DeviceBuffer();
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
