@@ -7,6 +7,7 @@
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/misc.h"
+#include "kernels/cuda/nvtx.h"
 #include "kernels/cuda/runtime.h"
 
 namespace vlp::cuda {
@@ -44,6 +45,7 @@ unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 * 4 ? (rows < 1 ?
 
 void embedding_forward(const void* weight, int64_t row_bytes, int64_t num_rows, const int64_t* ids, int64_t n,
                        void* out, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::embedding_forward");
   if (n == 0 || row_bytes == 0) return;
   if (row_bytes % 16 == 0 && aligned16(weight) && aligned16(out)) {
     gather_rows_kernel<uint4><<<row_grid(n), 128, 0, stream>>>(static_cast<const uint4*>(weight), row_bytes / 16,
@@ -57,6 +59,7 @@ void embedding_forward(const void* weight, int64_t row_bytes, int64_t num_rows, 
 
 void embedding_backward(EwDType dt, const void* dy, const int64_t* ids, int64_t n, int64_t num_rows, int64_t d,
                         void* dweight, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::embedding_backward");
   const size_t es = dt == EwDType::F32 ? 4 : 2;
   check(cudaMemsetAsync(dweight, 0, size_t(num_rows * d) * es, stream), "embedding_backward memset");
   if (n == 0 || d == 0) return;

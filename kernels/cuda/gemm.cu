@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/nvtx.h"
 #include "kernels/cuda/runtime.h"
 
 namespace vlp::cuda {
@@ -85,7 +86,9 @@ void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int64_t ro
 }
 
 // One cuBLASLt matmul with the given cuBLASLt epilogue; aux/bias_grad only for the epilogues using them.
-void lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use_bias_grad) {
+// Returns false (nothing launched) when cuBLASLt has no algorithm for a fused epilogue, so the caller can
+// run the unfused path; a plain GEMM without an algorithm is an error.
+bool lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use_bias_grad) {
   const int device = current_device();
   DeviceLt& lt = device_lt(device);
   cudaStream_t stream = current_stream(device);
@@ -130,8 +133,10 @@ void lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use
       cublasLtMatmulHeuristicResult_t result;
       std::memset(&result, 0, sizeof(result));
       int found = 0;
-      lt_check(cublasLtMatmulAlgoGetHeuristic(lt.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found),
-               "AlgoGetHeuristic");
+      cublasStatus_t st =
+          cublasLtMatmulAlgoGetHeuristic(lt.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
+      if (epi != CUBLASLT_EPILOGUE_DEFAULT && (st != CUBLAS_STATUS_SUCCESS || found == 0)) return false;
+      lt_check(st, "AlgoGetHeuristic");
       if (found == 0)
         throw std::runtime_error("cuBLASLt found no algorithm for a " + std::to_string(g.m) + "x" +
                                  std::to_string(g.n) + "x" + std::to_string(g.k) + " GEMM");
@@ -142,6 +147,7 @@ void lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use
   lt_check(cublasLtMatmul(lt.handle, d.op, &g.alpha, g.b, d.a, g.a, d.b, &g.beta, g.c, d.c, g.c, d.c, &algo,
                           lt.workspace, kWorkspaceBytes, stream),
            "Matmul");
+  return true;
 }
 
 template <class T> __device__ float to_f(T v);
@@ -220,42 +226,38 @@ void check_args(const GemmArgs& g) {
 
 }  // namespace
 
-
 void gemm(const GemmArgs& g) {
+  NvtxRange nvtx("vlp::cuda::gemm");
   check_args(g);
   cudaStream_t stream = current_stream();
   // cuBLASLt takes an aux matrix only with a leading dimension that is a multiple of 8 and 16-byte
-  // aligned pointers; anything else runs the epilogue as a separate kernel.
+  // aligned pointers; anything else, or an epilogue cuBLASLt has no algorithm for, runs unfused: the
+  // plain GEMM, then the epilogue as its own kernel.
   const bool aux_ok = g.aux && g.ldc % 8 == 0 && aligned16(g.aux) && aligned16(g.c);
+  GemmArgs plain = g;
+  plain.epilogue = Epilogue::None;
+  plain.bias = nullptr;
   switch (g.epilogue) {
     case Epilogue::None: lt_matmul(g, CUBLASLT_EPILOGUE_DEFAULT, false, false); return;
-    case Epilogue::Bias: lt_matmul(g, CUBLASLT_EPILOGUE_BIAS, false, false); return;
+    case Epilogue::Bias:
+      if (lt_matmul(g, CUBLASLT_EPILOGUE_BIAS, false, false)) return;
+      lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
+      add_bias(g.c_dtype, g.c, g.ldc, g.bias, g.m, g.n, stream);
+      return;
     case Epilogue::BiasGeluTanh:
-      if (!g.aux && g.bias) return lt_matmul(g, CUBLASLT_EPILOGUE_GELU_BIAS, false, false);
-      if (aux_ok && g.bias) return lt_matmul(g, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, true, false);
-      {
-        GemmArgs plain = g;
-        plain.epilogue = Epilogue::None;
-        plain.bias = nullptr;
-        lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
-        bias_gelu_tanh(g.c_dtype, g.c, g.ldc, g.bias, g.aux, g.m, g.n, stream);
-      }
+      if (!g.aux && g.bias && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_BIAS, false, false)) return;
+      if (aux_ok && g.bias && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, true, false)) return;
+      lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
+      bias_gelu_tanh(g.c_dtype, g.c, g.ldc, g.bias, g.aux, g.m, g.n, stream);
       return;
     case Epilogue::DGeluTanh:
-      if (aux_ok && (!g.bias_grad || aligned16(g.bias_grad))) {
-        GemmArgs lt = g;
-        lt.bias = nullptr;
-        return lt_matmul(lt, g.bias_grad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU, true,
-                         g.bias_grad != nullptr);
-      }
-      {
-        GemmArgs plain = g;
-        plain.epilogue = Epilogue::None;
-        plain.bias = nullptr;
-        lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
-        dgelu_tanh(g.c_dtype, g.c, g.ldc, g.aux, g.m, g.n, stream);
-        if (g.bias_grad) column_sum(g.c_dtype, g.c, g.ldc, g.bias_grad, g.m, g.n, stream);
-      }
+      if (aux_ok && (!g.bias_grad || aligned16(g.bias_grad)) &&
+          lt_matmul(plain, g.bias_grad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU, true,
+                    g.bias_grad != nullptr))
+        return;
+      lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
+      dgelu_tanh(g.c_dtype, g.c, g.ldc, g.aux, g.m, g.n, stream);
+      if (g.bias_grad) column_sum(g.c_dtype, g.c, g.ldc, g.bias_grad, g.m, g.n, stream);
       return;
   }
 }

@@ -4,6 +4,7 @@
 // forward and writes the gradient over the logits in the same launch.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/nn.h"
+#include "kernels/cuda/nvtx.h"
 #include "kernels/cuda/runtime.h"
 
 namespace vlp::cuda {
@@ -109,6 +110,7 @@ unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 * 4 ? (rows < 1 ?
 void cross_entropy_forward(EwDType dt, const void* logits, const int64_t* target, const void* sample_weight,
                            int64_t n, int64_t c, int64_t ignore_index, double eps, float* loss, float* lse,
                            float* raw_loss, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::cross_entropy_forward");
   if (n == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
@@ -122,6 +124,7 @@ void cross_entropy_forward(EwDType dt, const void* logits, const int64_t* target
 void cross_entropy_backward(EwDType dt, const void* logits, const int64_t* target, const void* sample_weight,
                             const float* lse, const float* dloss, int64_t dloss_stride, double scale, int64_t n,
                             int64_t c, int64_t ignore_index, double eps, void* dlogits, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::cross_entropy_backward");
   if (n == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
@@ -135,6 +138,7 @@ void cross_entropy_backward(EwDType dt, const void* logits, const int64_t* targe
 void cross_entropy_fused(EwDType dt, void* logits, const int64_t* target, const void* sample_weight, int64_t n,
                          int64_t c, int64_t ignore_index, double eps, double scale, float* loss, float* lse,
                          cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::cross_entropy_fused");
   if (n == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);

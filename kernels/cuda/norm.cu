@@ -9,6 +9,7 @@
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/nn.h"
+#include "kernels/cuda/nvtx.h"
 #include "kernels/cuda/runtime.h"
 
 namespace vlp::cuda {
@@ -158,6 +159,7 @@ unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 * 4 ? (rows < 1 ?
 void layer_norm_forward(EwDType dt, const void* x, const void* residual, const void* gamma, const void* beta, void* y,
                         void* h_out, float* mean, float* rstd, int64_t rows, int64_t d, double eps,
                         cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::layer_norm_forward");
   if (rows == 0 || d == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
@@ -171,6 +173,7 @@ void layer_norm_forward(EwDType dt, const void* x, const void* residual, const v
 void layer_norm_backward(EwDType dt, const void* x, const float* mean, const float* rstd, const void* gamma,
                          const void* dy, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t d,
                          cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::layer_norm_backward");
   if (d == 0) return;
   const int64_t blocks = std::max<int64_t>(1, std::min(rows, kMaxBackwardBlocks));
   const int device = current_device();
@@ -191,6 +194,7 @@ void layer_norm_backward(EwDType dt, const void* x, const float* mean, const flo
 
 void rms_norm_forward(EwDType dt, const void* x, const void* weight, void* y, float* rstd, int64_t rows, int64_t d,
                       double eps, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::rms_norm_forward");
   if (rows == 0 || d == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
@@ -202,6 +206,7 @@ void rms_norm_forward(EwDType dt, const void* x, const void* weight, void* y, fl
 
 void rms_norm_backward(EwDType dt, const void* x, const float* rstd, const void* weight, const void* dy, void* dx,
                        void* dweight, int64_t rows, int64_t d, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::rms_norm_backward");
   if (d == 0) return;
   const int64_t blocks = std::max<int64_t>(1, std::min(rows, kMaxBackwardBlocks));
   DeviceBuffer partial(size_t(blocks * d) * sizeof(float), current_device(), stream);

@@ -9,6 +9,7 @@
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/misc.h"
+#include "kernels/cuda/nvtx.h"
 #include "kernels/cuda/runtime.h"
 
 namespace vlp::cuda {
@@ -86,6 +87,7 @@ __global__ void sum_partials_double_kernel(const float* partial, int64_t n, doub
 
 void adamw_multi_tensor(EwDType dt, const std::vector<AdamWTensor>& tensors, const cpu::AdamWScalars& s,
                         cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::adamw_multi_tensor");
   std::vector<Chunk> chunks;
   for (size_t t = 0; t < tensors.size(); ++t) {
     if (dt == EwDType::BF16 && !tensors[t].master && tensors[t].n > 0)
@@ -119,6 +121,7 @@ void adamw_multi_tensor(EwDType dt, const std::vector<AdamWTensor>& tensors, con
 
 double sum_of_squares_multi(EwDType dt, const std::vector<const void*>& tensors, const std::vector<int64_t>& sizes,
                             cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::sum_of_squares_multi");
   if (tensors.size() != sizes.size()) throw std::runtime_error("sum_of_squares_multi: tensors and sizes differ");
   std::vector<SumChunk> chunks;
   for (size_t t = 0; t < tensors.size(); ++t)

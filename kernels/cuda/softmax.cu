@@ -3,6 +3,7 @@
 // column and walks n (adjacent threads read adjacent addresses). Float accumulation, fixed order.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/nn.h"
+#include "kernels/cuda/nvtx.h"
 #include "kernels/cuda/runtime.h"
 
 namespace vlp::cuda {
@@ -132,6 +133,7 @@ void sum_dim(EwDType dt, const void* x, void* y, int64_t outer, int64_t n, int64
 
 void softmax_forward(EwDType dt, const void* x, void* y, int64_t outer, int64_t n, int64_t inner, bool log,
                      cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::softmax_forward");
   if (outer * inner * n == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
@@ -147,6 +149,7 @@ void softmax_forward(EwDType dt, const void* x, void* y, int64_t outer, int64_t 
 
 void softmax_backward(EwDType dt, const void* y, const void* dy, void* dx, int64_t outer, int64_t n, int64_t inner,
                       bool log, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::softmax_backward");
   if (outer * inner * n == 0) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);

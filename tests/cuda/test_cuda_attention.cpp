@@ -36,7 +36,7 @@ void run_case(const Shape5& s, DType dt, bool causal, bool masked, bool biased, 
   std::vector<double> keep_v(static_cast<size_t>(s.B * s.Tk), 1.0);
   for (int64_t j = 0; j < s.Tk; ++j) keep_v[size_t(j)] = j % 4 == 1 ? 0.0 : 1.0;  // batch 0: some keys padded
   if (s.B > 1)
-    for (int64_t j = 0; j < s.Tk; ++j) keep_v[size_t(s.Tk + j)] = j >= 5 && j % 3 == 0 ? 1.0 : 0.0;  // early rows empty
+    for (int64_t j = 0; j < s.Tk; ++j) keep_v[size_t(s.Tk + j)] = j >= 12 && j % 3 == 0 ? 1.0 : 0.0;  // causal: early rows see no key
   Tensor keep_cpu = from_vector(keep_v, {s.B, s.Tk}, DType::Bool);
   Tensor keep_dev = convert(keep_cpu, DType::Bool, gpu());
 

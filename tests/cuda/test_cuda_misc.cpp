@@ -8,6 +8,9 @@
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu/random.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/lora.h"
 #include "kernels/cuda/misc.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -159,6 +162,47 @@ TEST(CudaOptim, GlobalSumOfSquaresIsExactEnoughAndDeterministic) {
     EXPECT_NEAR(got, ref, 1e-5 * ref) << dtype_name(dt);
     EXPECT_EQ(cuda::sum_of_squares_multi(ew(dt), ptrs, sizes, stream()), got);
   }
+}
+
+// The LoRA path: y = x W^T + scale * B (A dropout(x)) with the fused down-projection and the
+// up-projection accumulated into the base output, against CPU dropout and GEMMs.
+TEST(CudaLora, FusedDownProjectionAndAccumulatedUpProjection) {
+  VLP_REQUIRE_GPU();
+  const int64_t m = 37, k = 75, n = 41;
+  for (int64_t rank : {int64_t(8), int64_t(16), int64_t(40)})
+    for (double p : {0.0, 0.1})
+      for (DType dt : kDtypes) {
+        const std::string tag = std::string(dtype_name(dt)) + " rank " + std::to_string(rank) + " p " + std::to_string(p);
+        Input x = make_input({m, k}, 141, dt), w = make_input({n, k}, 142, dt);
+        Input a = make_input({rank, k}, 143, dt), b = make_input({n, rank}, 144, dt);
+        const double lora_scale = 2.0;
+        // CPU: xd = dropout(x); h = xd A^T; y = x W^T + scale h B^T.
+        std::vector<float> xd(static_cast<size_t>(m * k)), h_ref(static_cast<size_t>(m * rank), 0.f);
+        std::vector<float> y_ref(static_cast<size_t>(m * n), 0.f);
+        if (p > 0) cpu::dropout<float>(x.c(), xd.data(), m * k, p, 99, 3);
+        else xd.assign(x.c(), x.c() + m * k);
+        cpu::gemm<float>(false, true, m, rank, k, 1.0, xd.data(), k, a.c(), k, 0.0, h_ref.data(), rank);
+        Tensor h = poisoned({m, rank}, dt);
+        cuda::lora_down_dropout(ew(dt), x.d(), k, a.d(), h.data_ptr(), m, k, rank, p, 99, 3, stream());
+        EXPECT_TRUE(rel_close(to_vector(h), as_doubles(h_ref.data(), h_ref.size()), tol_for(dt), "h " + tag));
+        Tensor h_cpu = convert(h, DType::F32, Device::cpu());  // the up-projection sees h as stored
+        cpu::gemm<float>(false, true, m, n, k, 1.0, x.c(), k, w.c(), k, 0.0, y_ref.data(), n);
+        cpu::gemm<float>(false, true, m, n, rank, lora_scale, h_cpu.data<float>(), rank, b.c(), rank, 1.0,
+                         y_ref.data(), n);
+        Tensor y = poisoned({m, n}, dt);
+        cuda::GemmArgs base;
+        base.trans_b = true, base.m = m, base.n = n, base.k = k;
+        base.ab_dtype = base.c_dtype = dt == DType::BF16 ? cuda::GemmDType::BF16 : cuda::GemmDType::F32;
+        base.a = x.d(), base.lda = k, base.b = w.d(), base.ldb = k, base.c = y.data_ptr(), base.ldc = n;
+        cuda::gemm(base);
+        cuda::GemmArgs up = base;
+        up.k = rank, up.a = h.data_ptr(), up.lda = rank, up.b = b.d(), up.ldb = rank;
+        up.alpha = float(lora_scale), up.beta = 1.f;
+        cuda::gemm(up);
+        EXPECT_TRUE(rel_close(to_vector(y), as_doubles(y_ref.data(), y_ref.size()), tol_for(dt), "y " + tag));
+      }
+  EXPECT_THROW(cuda::lora_down_dropout(cuda::EwDType::F32, nullptr, 1, nullptr, nullptr, 1, 1, 65, 0.0, 0, 0, stream()),
+               std::runtime_error);
 }
 
 }  // namespace
