@@ -68,8 +68,11 @@ void run_case(const Shape5& s, DType dt, bool causal, bool masked, bool biased, 
   cuda::attention_forward(ga, out.data_ptr(), lse.data<float>(), stream());
   EXPECT_TRUE(rel_close(to_vector(out), as_doubles(out_ref.data(), out_ref.size()), tol_for(dt), "out " + tag));
   std::vector<double> lse_got = to_vector(lse);
-  for (size_t r = 0; r < lse_got.size(); ++r)
-    if (std::isinf(lse_ref[r])) ASSERT_TRUE(std::isinf(lse_got[r]) && lse_got[r] < 0) << "lse row " << r << " " << tag;
+  for (size_t r = 0; r < lse_got.size(); ++r) {
+    if (std::isinf(lse_ref[r])) {
+      ASSERT_TRUE(std::isinf(lse_got[r]) && lse_got[r] < 0) << "lse row " << r << " " << tag;
+    }
+  }
   EXPECT_TRUE(rel_close(lse_got, as_doubles(lse_ref.data(), lse_ref.size()), 1e-5, "lse " + tag));
 
   // Backward from the GPU's own forward output (rounded in BF16), as training would.
@@ -86,8 +89,9 @@ void run_case(const Shape5& s, DType dt, bool causal, bool masked, bool biased, 
   EXPECT_TRUE(rel_close(to_vector(dq), as_doubles(dq_ref.data(), dq_ref.size()), tol_for(dt), "dq " + tag));
   EXPECT_TRUE(rel_close(to_vector(dk), as_doubles(dk_ref.data(), dk_ref.size()), tol_for(dt), "dk " + tag));
   EXPECT_TRUE(rel_close(to_vector(dv), as_doubles(dv_ref.data(), dv_ref.size()), tol_for(dt), "dv " + tag));
-  if (biased)
+  if (biased) {
     EXPECT_TRUE(rel_close(to_vector(dbias), as_doubles(dbias_ref.data(), dbias_ref.size()), tol_for(dt), "dbias " + tag));
+  }
 }
 
 TEST(CudaAttention, EveryMaskBiasDropoutAndDtypeCombination) {
