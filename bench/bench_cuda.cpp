@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "kernels/cuda/allocator.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/lora.h"
 #include "kernels/cuda/misc.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/runtime.h"
@@ -226,8 +228,72 @@ void BM_Dropout(benchmark::State& state) {
 }
 BENCHMARK(BM_Dropout)->Arg(1 << 27)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
+// Attention forward + backward, bf16, [B, H, T, 64]: GPT-2 small (causal, T = 1024) and T5-base (relative
+// position bias broadcast over the batch, key padding, T = 512). FLOPs counted as in FlashAttention:
+// 4 B H T^2 D forward (halved when causal), 2.5x that for the backward.
+void BM_AttentionFwdBwd(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t B = 8, H = 12, T = state.range(0), D = 64;
+  const bool t5 = state.range(1) != 0;
+  const size_t qkv = size_t(B * H * T * D) * 2;
+  Buf q(qkv, EwDType::BF16), k(qkv, EwDType::BF16), v(qkv, EwDType::BF16), dout(qkv, EwDType::BF16);
+  Buf out(qkv, EwDType::BF16, false), dq(qkv, EwDType::BF16, false), dk(qkv, EwDType::BF16, false);
+  Buf dv(qkv, EwDType::BF16, false), lse(size_t(B * H * T) * 4, EwDType::F32, false);
+  Buf bias(size_t(H * T * T) * 2, EwDType::BF16), dbias(size_t(H * T * T) * 2, EwDType::BF16, false);
+  Buf keep(size_t(B * T), EwDType::F32, false);
+  cuda::check(cudaMemset(keep.ptr, 1, size_t(B * T)), "keep");
+  cuda::AttentionArgs a;
+  a.dtype = EwDType::BF16, a.B = B, a.H = H, a.Tq = a.Tk = T, a.D = a.Dv = D;
+  a.q = q.ptr, a.k = k.ptr, a.v = v.ptr;
+  const int64_t st[3] = {H * T * D, T * D, D};
+  for (int i = 0; i < 3; ++i) a.q_strides[i] = a.k_strides[i] = a.v_strides[i] = st[i];
+  a.scale = 0.125;
+  if (t5) {
+    a.bias = bias.ptr;
+    a.bias_strides[0] = 0, a.bias_strides[1] = T * T, a.bias_strides[2] = T, a.bias_strides[3] = 1;
+    a.key_keep = static_cast<const bool*>(keep.ptr);
+    a.scale = 1.0;
+  } else {
+    a.causal = true;
+  }
+  double sec = time_it(state, [&] {
+    cuda::attention_forward(a, out.ptr, static_cast<float*>(lse.ptr), Buf::s());
+    cuda::attention_backward(a, out.ptr, static_cast<const float*>(lse.ptr), dout.ptr, dq.ptr, dk.ptr, dv.ptr,
+                             t5 ? dbias.ptr : nullptr, 1, H, Buf::s());
+  });
+  const double fwd = 4.0 * B * H * T * T * D * (t5 ? 1.0 : 0.5);
+  report_flops(state, fwd * 3.5, sec);
+}
+BENCHMARK(BM_AttentionFwdBwd)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// A LoRA linear (bf16, 8192 tokens, 768 -> 768, r = 16, dropout 0.1) against its base GEMM alone: the
+// "base" variant is the GEMM only, "lora" adds the fused dropout + down-projection and the up-projection
+// accumulated into the output. The ratio of the two times is the LoRA overhead (target <= 1.15).
+void BM_LoraLinear(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t m = 8192, k = 768, n = 768, r = 16;
+  const bool lora = state.range(0) != 0;
+  Buf x(size_t(m * k) * 2, EwDType::BF16), w(size_t(n * k) * 2, EwDType::BF16), y(size_t(m * n) * 2, EwDType::BF16, false);
+  Buf la(size_t(r * k) * 2, EwDType::BF16), lb(size_t(n * r) * 2, EwDType::BF16), h(size_t(m * r) * 2, EwDType::BF16, false);
+  cuda::GemmArgs base;
+  base.trans_b = true, base.m = m, base.n = n, base.k = k, base.ab_dtype = base.c_dtype = cuda::GemmDType::BF16;
+  base.a = x.ptr, base.lda = k, base.b = w.ptr, base.ldb = k, base.c = y.ptr, base.ldc = n;
+  cuda::GemmArgs up = base;
+  up.k = r, up.a = h.ptr, up.lda = r, up.b = lb.ptr, up.ldb = r, up.alpha = 2.f, up.beta = 1.f;
+  double sec = time_it(state, [&] {
+    cuda::gemm(base);
+    if (lora) {
+      cuda::lora_down_dropout(EwDType::BF16, x.ptr, k, la.ptr, h.ptr, m, k, r, 0.1, 5, 0, Buf::s());
+      cuda::gemm(up);
+    }
+  });
+  report_flops(state, 2.0 * m * n * k, sec);  // the base's FLOPs in both: compare times
+}
+BENCHMARK(BM_LoraLinear)->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 }  // namespace vlp
 #endif  // VLP_HAVE_CUDA
+
 
 BENCHMARK_MAIN();
