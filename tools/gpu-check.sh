@@ -54,7 +54,12 @@ if compgen -G ".debs/*.deb" >/dev/null; then
   echo "using the libraries unpacked from .debs into $DEPS"
 fi
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$RESULTS/device.txt" 2>&1 || true
+export PATH="$PATH:/usr/local/cuda/bin"  # compute-sanitizer lives beside nvcc
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$RESULTS/device.txt" 2>&1
+else
+  echo "no nvidia-smi (no NVIDIA driver?)" >"$RESULTS/device.txt"
+fi
 echo "device: $(cat "$RESULTS/device.txt")"
 
 # ---- build ---------------------------------------------------------------------------------------
@@ -82,8 +87,18 @@ if [[ $BUILD_OK == 1 ]]; then
     STEPS+=("$(printf '%-28s %-12s' compute-sanitizer 'NOT FOUND')")
   fi
   # ---- benchmarks -------------------------------------------------------------------------------------
-  step bench_cuda 300 "$BUILD/bench/bench_cuda" --benchmark_min_time=0.1 \
-    --benchmark_out="$RESULTS/bench.json" --benchmark_out_format=json
+  # Google Benchmark exits 0 even when benchmarks report errors (no device): fail on any.
+  run_bench() {
+    "$BUILD/bench/bench_cuda" --benchmark_min_time=0.1 --benchmark_out="$RESULTS/bench.json" \
+      --benchmark_out_format=json && ! grep -q "ERROR OCCURRED" "$RESULTS/bench_cuda.log"
+  }
+  export BUILD RESULTS
+  export -f run_bench
+  step bench_cuda 300 bash -c run_bench
+  # PyTorch's SDPA (cuDNN) on the same attention shapes, for the 1.5x target; the GPU image has PyTorch.
+  if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    step bench_torch_sdpa 200 python3 tools/reference/bench_sdpa.py "$RESULTS/bench.json"
+  fi
 fi
 
 # ---- summary (last) ----------------------------------------------------------------------------------
@@ -115,6 +130,10 @@ for b in data.get("benchmarks", []):
     print(f"{b['name']:52} {t:>12} {f('GB/s', '.0f'):>8} {f('of_copy_bw', '.2f'):>8} "
           f"{f('TFLOP/s', '.1f'):>8} {f('of_gemm_peak', '.2f'):>8}")
 PY
+  fi
+  if [[ -f "$RESULTS/bench_torch_sdpa.log" ]]; then
+    echo
+    grep -A3 "attention fwd+bwd" "$RESULTS/bench_torch_sdpa.log"
   fi
   echo
   echo "total: $(($(date +%s) - T_START)) s"
