@@ -47,7 +47,7 @@ DeviceLt& device_lt(int device) {
 
 // Everything the algorithm choice depends on.
 using AlgoKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, int, int, int64_t, int64_t, int64_t,
-                           int64_t, int, bool>;
+                           int64_t, int64_t, bool>;
 std::map<AlgoKey, cublasLtMatmulAlgo_t>& algo_cache() {
   static std::map<AlgoKey, cublasLtMatmulAlgo_t> cache;
   return cache;
@@ -57,6 +57,13 @@ std::mutex algo_mutex;
 cudaDataType_t cuda_type(GemmDType t) { return t == GemmDType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// The alignment (a power of two up to 256) every matrix of a batch starts at: cuBLASLt's heuristics
+// assume 256-byte aligned operands unless told otherwise, and views can start anywhere.
+uint32_t alignment(const void* p, int64_t batch_stride_bytes) {
+  uintptr_t v = reinterpret_cast<uintptr_t>(p) | uintptr_t(batch_stride_bytes) | uintptr_t(256);
+  return uint32_t(v & (~v + 1));  // lowest set bit
+}
 
 // RAII holders for the cuBLASLt descriptors of one call.
 struct Descs {
@@ -86,8 +93,8 @@ void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int64_t ro
 }
 
 // One cuBLASLt matmul with the given cuBLASLt epilogue; aux/bias_grad only for the epilogues using them.
-// Returns false (nothing launched) when cuBLASLt has no algorithm for a fused epilogue, so the caller can
-// run the unfused path; a plain GEMM without an algorithm is an error.
+// Returns false (nothing launched) when cuBLASLt has no algorithm for these operands (a fused epilogue it
+// cannot do, or operands too misaligned), so the caller can run the unfused or the simple path.
 bool lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use_bias_grad) {
   const int device = current_device();
   DeviceLt& lt = device_lt(device);
@@ -117,8 +124,14 @@ bool lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use
   make_layout(&d.b, ab, g.trans_a ? g.m : g.k, g.trans_a ? g.k : g.m, g.lda, g.batch, g.stride_a);
   make_layout(&d.c, ct, g.n, g.m, g.ldc, g.batch, g.stride_c);
 
+  const int64_t ab_size = g.ab_dtype == GemmDType::F32 ? 4 : 2, c_size = g.c_dtype == GemmDType::F32 ? 4 : 2;
+  const uint32_t align_a = alignment(g.a, g.batch > 1 ? g.stride_a * ab_size : 0);
+  const uint32_t align_b = alignment(g.b, g.batch > 1 ? g.stride_b * ab_size : 0);
+  const uint32_t align_c = alignment(g.c, g.batch > 1 ? g.stride_c * c_size : 0);
+  const int64_t aligns = int64_t(align_a) | (int64_t(align_b) << 16) | (int64_t(align_c) << 32);
   AlgoKey key{device, int(g.ab_dtype), int(g.c_dtype), g.m, g.n, g.k, int(g.trans_a), int(g.trans_b), int(epi),
-              int(compute), g.lda, g.ldb, g.ldc, g.batch, int(g.beta != 0.f), use_aux};
+              int(compute), g.lda, g.ldb, g.ldc, g.batch * 4 + int(g.beta != 0.f) * 2 + int(use_aux), aligns,
+              false};
   cublasLtMatmulAlgo_t algo;
   {
     std::lock_guard<std::mutex> lock(algo_mutex);
@@ -130,16 +143,25 @@ bool lt_matmul(const GemmArgs& g, cublasLtEpilogue_t epi, bool use_aux, bool use
       size_t ws = kWorkspaceBytes;
       lt_check(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
                "workspace preference");
+      // cuBLASLt's A is our B and its B our A (see the column-major view above).
+      lt_check(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b,
+                                                    sizeof(align_b)),
+               "alignment A");
+      lt_check(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a,
+                                                    sizeof(align_a)),
+               "alignment B");
+      lt_check(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                                    sizeof(align_c)),
+               "alignment C");
+      lt_check(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                                    sizeof(align_c)),
+               "alignment D");
       cublasLtMatmulHeuristicResult_t result;
       std::memset(&result, 0, sizeof(result));
       int found = 0;
       cublasStatus_t st =
           cublasLtMatmulAlgoGetHeuristic(lt.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
-      if (epi != CUBLASLT_EPILOGUE_DEFAULT && (st != CUBLAS_STATUS_SUCCESS || found == 0)) return false;
-      lt_check(st, "AlgoGetHeuristic");
-      if (found == 0)
-        throw std::runtime_error("cuBLASLt found no algorithm for a " + std::to_string(g.m) + "x" +
-                                 std::to_string(g.n) + "x" + std::to_string(g.k) + " GEMM");
+      if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
       algo = result.algo;
       algo_cache()[key] = algo;
     }
@@ -165,6 +187,46 @@ __device__ float dgelu_tanh_f(float x) {
   const float k = 0.7978845608028654f;
   float t = tanhf(k * (x + 0.044715f * x * x * x));
   return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * k * (1.f + 3.f * 0.044715f * x * x);
+}
+
+// The GEMM for operands cuBLASLt takes no algorithm for: one thread per element of C, fp32 accumulation
+// over k in order. Slow, but any alignment, transpose and batch stride works.
+template <class TA, class TC>
+__global__ void simple_gemm_kernel(GemmArgs g) {
+  const int64_t total = g.batch * g.m * g.n;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = e % g.n, i = (e / g.n) % g.m, b = e / (g.m * g.n);
+    const TA* a = static_cast<const TA*>(g.a) + b * g.stride_a;
+    const TA* bm = static_cast<const TA*>(g.b) + b * g.stride_b;
+    TC* c = static_cast<TC*>(g.c) + b * g.stride_c;
+    float s = 0.f;
+    for (int64_t p = 0; p < g.k; ++p) {
+      const float av = to_f(g.trans_a ? a[p * g.lda + i] : a[i * g.lda + p]);
+      const float bv = to_f(g.trans_b ? bm[j * g.ldb + p] : bm[p * g.ldb + j]);
+      s += av * bv;
+    }
+    float v = g.alpha * s;
+    if (g.beta != 0.f) v += g.beta * to_f(c[i * g.ldc + j]);
+    c[i * g.ldc + j] = from_f<TC>(v);
+  }
+}
+
+void simple_gemm(const GemmArgs& g, cudaStream_t stream) {
+  const unsigned grid = grid_for(g.batch * g.m * g.n, 256);
+  if (g.ab_dtype == GemmDType::F32 && g.c_dtype == GemmDType::F32)
+    simple_gemm_kernel<float, float><<<grid, 256, 0, stream>>>(g);
+  else if (g.ab_dtype == GemmDType::F32)
+    simple_gemm_kernel<float, __nv_bfloat16><<<grid, 256, 0, stream>>>(g);
+  else if (g.c_dtype == GemmDType::F32)
+    simple_gemm_kernel<__nv_bfloat16, float><<<grid, 256, 0, stream>>>(g);
+  else
+    simple_gemm_kernel<__nv_bfloat16, __nv_bfloat16><<<grid, 256, 0, stream>>>(g);
+  check_launch("simple_gemm");
+}
+
+// A plain GEMM: cuBLASLt, or the simple kernel when it has no algorithm.
+void plain_gemm(const GemmArgs& g, cudaStream_t stream) {
+  if (!lt_matmul(g, CUBLASLT_EPILOGUE_DEFAULT, false, false)) simple_gemm(g, stream);
 }
 
 template <class T>
@@ -238,16 +300,16 @@ void gemm(const GemmArgs& g) {
   plain.epilogue = Epilogue::None;
   plain.bias = nullptr;
   switch (g.epilogue) {
-    case Epilogue::None: lt_matmul(g, CUBLASLT_EPILOGUE_DEFAULT, false, false); return;
+    case Epilogue::None: plain_gemm(g, stream); return;
     case Epilogue::Bias:
       if (lt_matmul(g, CUBLASLT_EPILOGUE_BIAS, false, false)) return;
-      lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
+      plain_gemm(plain, stream);
       add_bias(g.c_dtype, g.c, g.ldc, g.bias, g.m, g.n, stream);
       return;
     case Epilogue::BiasGeluTanh:
       if (!g.aux && g.bias && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_BIAS, false, false)) return;
       if (aux_ok && g.bias && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, true, false)) return;
-      lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
+      plain_gemm(plain, stream);
       bias_gelu_tanh(g.c_dtype, g.c, g.ldc, g.bias, g.aux, g.m, g.n, stream);
       return;
     case Epilogue::DGeluTanh:
@@ -255,11 +317,17 @@ void gemm(const GemmArgs& g) {
           lt_matmul(plain, g.bias_grad ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU, true,
                     g.bias_grad != nullptr))
         return;
-      lt_matmul(plain, CUBLASLT_EPILOGUE_DEFAULT, false, false);
+      plain_gemm(plain, stream);
       dgelu_tanh(g.c_dtype, g.c, g.ldc, g.aux, g.m, g.n, stream);
       if (g.bias_grad) column_sum(g.c_dtype, g.c, g.ldc, g.bias_grad, g.m, g.n, stream);
       return;
   }
+}
+
+void gemm_simple(const GemmArgs& g) {
+  check_args(g);
+  if (g.epilogue != Epilogue::None) throw std::runtime_error("cuda gemm_simple: no epilogues");
+  simple_gemm(g, current_stream());
 }
 
 int64_t gemm_cache_size() {

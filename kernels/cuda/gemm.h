@@ -7,8 +7,9 @@
 //   BiasGeluTanh  pre = alpha op(A) op(B) + bias;  C = gelu_tanh(pre); pre written to aux when aux given
 //   DGeluTanh     C = (alpha op(A) op(B)) * gelu_tanh'(aux); bias_grad[j] = sum_i C[i, j] when given
 // cuBLASLt's GELU epilogues are the tanh approximation (GPT-2's gelu_new), hence the names. Where
-// cuBLASLt cannot take an aux matrix (its leading dimension must be a multiple of 8) the epilogue runs
-// as a separate elementwise kernel; the result is the same. The algorithm is chosen once per shape and
+// cuBLASLt cannot take an aux matrix (its leading dimension must be a multiple of 8), or has no algorithm
+// for an epilogue, the epilogue runs as a separate elementwise kernel; where it has no algorithm at all
+// (misaligned views), a simple GEMM kernel runs. The results are the same up to rounding. The algorithm is chosen once per shape and
 // cached; a 32 MiB workspace per device is allocated on first use.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -45,6 +46,9 @@ void gemm(const GemmArgs& args);
 
 // Number of cached algorithm choices (for tests of the cache).
 int64_t gemm_cache_size();
+// The simple one-thread-per-element GEMM gemm() falls back to when cuBLASLt has no algorithm for the
+// operands (e.g. pointers aligned to less than 16 bytes); no epilogue. Exposed so tests cover it.
+void gemm_simple(const GemmArgs& args);
 
 // The fallbacks of the epilogues, also usable on their own (row-major [m, n], row stride ld):
 // x = gelu_tanh(x + bias) saving pre = x + bias to pre when not null; F32 or BF16 per dtype.

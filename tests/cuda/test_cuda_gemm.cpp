@@ -151,6 +151,41 @@ TEST(CudaGemm, BiasAndGeluEpilogues) {
     }
 }
 
+// Views starting one element into their storage (4- or 2-byte aligned): cuBLASLt with the alignment
+// declared, or the simple kernel; and the simple kernel on its own for every transpose and dtype pair.
+TEST(CudaGemm, MisalignedViewsAndTheSimpleKernel) {
+  VLP_REQUIRE_GPU();
+  const int64_t m = 13, n = 9, k = 21;
+  uint64_t seed = 300;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (DType ab : {DType::F32, DType::BF16})
+        for (DType cd : {DType::F32, DType::BF16}) {
+          const std::string tag = std::string(dtype_name(ab)) + "->" + std::string(dtype_name(cd)) + " ta " +
+                                  std::to_string(ta) + " tb " + std::to_string(tb);
+          Input a = make_input({m * k + 1}, seed++, ab), b = make_input({k * n + 1}, seed++, ab);
+          Input c0 = make_input({m * n + 1}, seed++, cd);
+          std::vector<float> ref = ref_gemm(ta, tb, m, n, k, 0.5f, a.c() + 1, b.c() + 1, 2.f, c0.c() + 1);
+          for (bool simple : {false, true}) {
+            Tensor c = convert(convert(c0.cpu, cd), cd, gpu());
+            cuda::GemmArgs g;
+            g.trans_a = ta, g.trans_b = tb, g.m = m, g.n = n, g.k = k, g.ab_dtype = gd(ab), g.c_dtype = gd(cd);
+            const int64_t es = int64_t(dtype_size(ab)), cs = int64_t(dtype_size(cd));
+            g.a = static_cast<char*>(a.d()) + es, g.lda = ta ? m : k;
+            g.b = static_cast<char*>(b.d()) + es, g.ldb = tb ? k : n;
+            g.c = static_cast<char*>(c.data_ptr()) + cs, g.ldc = n;
+            g.alpha = 0.5f, g.beta = 2.f;
+            if (simple) cuda::gemm_simple(g);
+            else cuda::gemm(g);
+            std::vector<double> got = to_vector(c);
+            EXPECT_EQ(got[0], to_vector(convert(c0.cpu, cd))[0]) << "element before the view written, " << tag;
+            got.erase(got.begin());
+            EXPECT_TRUE(rel_close(got, as_doubles(ref.data(), ref.size()), tol_for(cd == DType::BF16 ? cd : ab),
+                                  (simple ? "simple " : "gemm ") + tag));
+          }
+        }
+}
+
 TEST(CudaGemm, RejectsBadArguments) {
   VLP_REQUIRE_GPU();
   cuda::GemmArgs g;
