@@ -188,7 +188,8 @@ void BM_SoftmaxCrossEntropyFused(benchmark::State& state) {
   std::vector<int64_t> target(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) target[size_t(i)] = (i * 7919) % c;
   Buf tgt(size_t(n) * 8, EwDType::F32, false);
-  cuda::check(cudaMemcpy(tgt.ptr, target.data(), size_t(n) * 8, cudaMemcpyHostToDevice), "targets");
+  cuda::check(cudaMemcpyAsync(tgt.ptr, target.data(), size_t(n) * 8, cudaMemcpyHostToDevice, Buf::s()), "targets");
+  cuda::check(cudaStreamSynchronize(Buf::s()), "sync");
   float* l = static_cast<float*>(loss.ptr);
   double sec = time_it(state, [&] {
     cuda::cross_entropy_fused(EwDType::BF16, logits.ptr, static_cast<const int64_t*>(tgt.ptr), nullptr, n, c, -100,
@@ -212,7 +213,7 @@ void BM_AdamW(benchmark::State& state) {
     a.n = per;
     list.push_back(a);
   }
-  cuda::check(cudaMemset(v.ptr, 0, size_t(n) * 4), "zero v");
+  cuda::check(cudaMemsetAsync(v.ptr, 0, size_t(n) * 4, Buf::s()), "zero v");
   cpu::AdamWScalars s;
   double sec = time_it(state, [&] { cuda::adamw_multi_tensor(EwDType::F32, list, s, Buf::s()); });
   report_bw(state, 7.0 * n * 4, sec);  // p, g, m, v read; p, m, v written
@@ -241,7 +242,7 @@ void BM_AttentionFwdBwd(benchmark::State& state) {
   Buf dv(qkv, EwDType::BF16, false), lse(size_t(B * H * T) * 4, EwDType::F32, false);
   Buf bias(size_t(H * T * T) * 2, EwDType::BF16), dbias(size_t(H * T * T) * 2, EwDType::BF16, false);
   Buf keep(size_t(B * T), EwDType::F32, false);
-  cuda::check(cudaMemset(keep.ptr, 1, size_t(B * T)), "keep");
+  cuda::check(cudaMemsetAsync(keep.ptr, 1, size_t(B * T), Buf::s()), "keep");
   cuda::AttentionArgs a;
   a.dtype = EwDType::BF16, a.B = B, a.H = H, a.Tq = a.Tk = T, a.D = a.Dv = D;
   a.q = q.ptr, a.k = k.ptr, a.v = v.ptr;

@@ -62,7 +62,7 @@ inline Input make_input(const Shape& shape, uint64_t seed, DType dt = DType::F32
 inline Tensor poisoned(const Shape& shape, DType dt = DType::F32) {
   Tensor t = empty(shape, dt, gpu());
   if (is_floating(dt)) fill_(t, std::numeric_limits<double>::quiet_NaN());
-  else cuda::check(cudaMemset(t.data_ptr(), 0x5A, size_t(t.numel()) * t.element_size()), "poison");
+  else cuda::check(cudaMemsetAsync(t.data_ptr(), 0x5A, size_t(t.numel()) * t.element_size(), stream()), "poison");
   return t;
 }
 
