@@ -6,10 +6,13 @@
 #include <cmath>
 
 #include "kernels/cpu/embedding.h"
+#include "kernels/cpu/index.h"
+#include "kernels/cpu/reduce.h"
 #include "kernels/cpu/optim.h"
 #include "kernels/cpu/random.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/index.h"
 #include "kernels/cuda/lora.h"
 #include "kernels/cuda/misc.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -203,6 +206,59 @@ TEST(CudaLora, FusedDownProjectionAndAccumulatedUpProjection) {
       }
   EXPECT_THROW(cuda::lora_down_dropout(cuda::EwDType::F32, nullptr, 1, nullptr, nullptr, 1, 1, 65, 0.0, 0, 0, stream()),
                std::runtime_error);
+}
+
+TEST(CudaIndex, MaxDimArgmaxAndItsScatter) {
+  VLP_REQUIRE_GPU();
+  struct S { int64_t outer, n, inner; };
+  for (DType dt : kDtypes)
+    for (S s : {S{7, 33, 1}, S{3, 17, 11}}) {
+      const std::string tag = std::string(dtype_name(dt)) + " inner " + std::to_string(s.inner);
+      Input x = make_input({s.outer * s.n * s.inner}, 151, dt, -3, 3);
+      std::vector<float> y_ref(static_cast<size_t>(s.outer * s.inner));
+      std::vector<int64_t> idx_ref(static_cast<size_t>(s.outer * s.inner));
+      cpu::max_dim<float>(x.c(), y_ref.data(), idx_ref.data(), s.outer, s.n, s.inner);
+      Tensor y = poisoned({s.outer * s.inner}, dt), idx = poisoned({s.outer * s.inner}, DType::I64);
+      cuda::max_dim(ew(dt), x.d(), y.data_ptr(), idx.data<int64_t>(), s.outer, s.n, s.inner, stream());
+      EXPECT_EQ(to_vector(y), as_doubles(y_ref.data(), y_ref.size())) << tag;
+      EXPECT_EQ(to_vector(idx), as_doubles(idx_ref.data(), idx_ref.size())) << tag;
+      Input g = make_input({s.outer * s.inner}, 152, dt);
+      std::vector<float> dx_ref(static_cast<size_t>(s.outer * s.n * s.inner), 0.f);
+      cpu::scatter_dim<float>(g.c(), idx_ref.data(), dx_ref.data(), s.outer, s.n, s.inner);
+      Tensor dx = zeros({s.outer * s.n * s.inner}, dt, gpu());
+      cuda::scatter_dim(ew(dt), g.d(), idx.data<int64_t>(), dx.data_ptr(), s.outer, s.n, s.inner, stream());
+      EXPECT_EQ(to_vector(dx), as_doubles(dx_ref.data(), dx_ref.size())) << tag;
+    }
+}
+
+TEST(CudaIndex, IndexSelectAndDeterministicIndexAdd) {
+  VLP_REQUIRE_GPU();
+  const int64_t outer = 3, n = 11, m = 19, inner = 7;
+  std::vector<int64_t> index(static_cast<size_t>(m));
+  for (int64_t r = 0; r < m; ++r) index[size_t(r)] = (r * 5 + 2) % 7;  // rows 0..6 of 11, repeated
+  Tensor index_dev = upload_i64(index);
+  for (DType dt : {DType::F32, DType::BF16, DType::I64, DType::U8}) {
+    Tensor x_cpu = convert(make_input({outer * n * inner}, 161, DType::F32, 0, 100).cpu, dt);
+    Tensor x_dev = convert(x_cpu, dt, gpu());
+    Tensor out = poisoned({outer * m * inner}, dt);
+    cuda::index_select(int(dtype_size(dt)), x_dev.data_ptr(), index_dev.data<int64_t>(), out.data_ptr(), outer, n, m,
+                       inner, stream());
+    std::vector<double> got = to_vector(out), xv = to_vector(x_cpu);
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t i = 0; i < inner; ++i)
+          ASSERT_EQ(got[size_t((o * m + r) * inner + i)], xv[size_t((o * n + index[size_t(r)]) * inner + i)]) << dt;
+  }
+  for (DType dt : kDtypes) {
+    Input g = make_input({outer * m * inner}, 162, dt), base = make_input({outer * n * inner}, 163, dt);
+    std::vector<float> ref(base.c(), base.c() + outer * n * inner);
+    cpu::index_add<float>(g.c(), index.data(), ref.data(), outer, n, m, inner);
+    Tensor dx = convert(convert(base.cpu, dt), dt, gpu()), dx2 = convert(convert(base.cpu, dt), dt, gpu());
+    cuda::index_add(ew(dt), g.d(), index_dev.data<int64_t>(), dx.data_ptr(), outer, n, m, inner, stream());
+    cuda::index_add(ew(dt), g.d(), index_dev.data<int64_t>(), dx2.data_ptr(), outer, n, m, inner, stream());
+    EXPECT_TRUE(rel_close(to_vector(dx), as_doubles(ref.data(), ref.size()), tol_for(dt), std::string(dtype_name(dt))));
+    EXPECT_EQ(to_vector(dx), to_vector(dx2));
+  }
 }
 
 }  // namespace
