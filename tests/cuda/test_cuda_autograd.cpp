@@ -1,0 +1,78 @@
+// Differentiable ops on CUDA tensors through the kernel-call layer (autograd/kernel_calls.h): elementwise
+// unary and broadcasting binary ops, in-place updates, sum and mean, forward values and gradients against
+// the same graph run on the CPU; families not wired yet refuse CUDA tensors with a clear error.
+#ifdef VLP_HAVE_CUDA
+#include <gtest/gtest.h>
+
+#include "autograd/ops.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace vlp {
+namespace {
+
+using namespace cudatest;
+
+// loss = sum(gelu(a * b + c) / (1 + exp(-a)) - 0.5 * mean(rsqrt(b^2 + 1), dim 1)) over broadcast shapes.
+Tensor graph(const Tensor& a, const Tensor& b, const Tensor& c) {
+  Tensor h = gelu(add(mul(a, b), c));                    // [5, 7, 9] from [5, 7, 9], [7, 1], [9]
+  Tensor gate = div(h, add(exp(neg(a)), 1.0));
+  Tensor r = rsqrt(add(mul(b, b), 1.0));                 // [7, 1]
+  Tensor t = sub(gate, mul(mean(r, {1}, true), 0.5));
+  return sum(mul(tanh(t), silu(t)));
+}
+
+TEST(CudaAutograd, ElementwiseBroadcastAndSumMatchTheCpuGraph) {
+  VLP_REQUIRE_GPU();
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Input a = make_input({5, 7, 9}, 171, dt), b = make_input({7, 1}, 172, dt), c = make_input({9}, 173, dt);
+    Tensor ac = convert(a.cpu, dt), bc = convert(b.cpu, dt), cc = convert(c.cpu, dt);
+    Tensor ag = convert(a.cpu, dt, gpu()), bg = convert(b.cpu, dt, gpu()), cg = convert(c.cpu, dt, gpu());
+    for (Tensor* t : {&ac, &bc, &cc, &ag, &bg, &cg}) t->set_requires_grad(true);
+    Tensor loss_cpu = graph(ac, bc, cc), loss_gpu = graph(ag, bg, cg);
+    EXPECT_TRUE(loss_gpu.is_cuda());
+    EXPECT_EQ(loss_gpu.dtype(), dt);
+    const double tol = dt == DType::BF16 ? 3e-2 : 1e-5;  // BF16: the CPU rounds after every op too, differently
+    EXPECT_TRUE(rel_close(loss_gpu, loss_cpu, tol, "loss"));
+    backward(loss_cpu);
+    backward(loss_gpu);
+    EXPECT_TRUE(ag.grad().is_cuda());
+    EXPECT_TRUE(rel_close(ag.grad(), ac.grad(), tol, "da"));
+    EXPECT_TRUE(rel_close(bg.grad(), bc.grad(), tol, "db (summed over broadcast dims)"));
+    EXPECT_TRUE(rel_close(cg.grad(), cc.grad(), tol, "dc"));
+  }
+}
+
+TEST(CudaAutograd, NonContiguousInputsAndInPlaceUpdates) {
+  VLP_REQUIRE_GPU();
+  Input x = make_input({6, 4}, 181);
+  Tensor xg = x.dev.detach(), xt_cpu = transpose(x.cpu, 0, 1), xt_gpu = transpose(xg, 0, 1);
+  EXPECT_TRUE(rel_close(exp(xt_gpu), exp(xt_cpu), 1e-5, "exp of a transposed view"));
+  EXPECT_TRUE(rel_close(mul(xt_gpu, xt_gpu), mul(xt_cpu, xt_cpu), 1e-5, "mul of transposed views"));
+  Tensor p_cpu = clone(x.cpu), p_gpu = clone(xg);
+  Input d = make_input({6, 4}, 182);
+  {
+    NoGradGuard guard;
+    add_(p_cpu, d.cpu, -0.3);
+    add_(p_gpu, d.dev, -0.3);
+    mul_(p_cpu, 1.5);
+    mul_(p_gpu, 1.5);
+  }
+  EXPECT_TRUE(rel_close(p_gpu, p_cpu, 1e-6, "add_ and mul_"));
+}
+
+TEST(CudaAutograd, UnwiredOpsRefuseCudaTensorsClearly) {
+  VLP_REQUIRE_GPU();
+  Tensor x = full({2, 3}, 1.0, DType::F32, gpu());
+  try {
+    softmax(x, -1);
+    FAIL() << "softmax on CUDA should not run before its family is wired";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no kernel for cuda:0"), std::string::npos) << e.what();
+  }
+  Tensor x64 = full({2}, 1.0, DType::F64, gpu());
+  EXPECT_THROW(exp(x64), Error);  // the CUDA kernels compute in F32 or BF16
+}
+
+}  // namespace
+}  // namespace vlp
+#endif  // VLP_HAVE_CUDA
