@@ -4,10 +4,12 @@
 #include <exception>
 
 #include "autograd/dispatch.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/reduce.h"
 
 #ifdef VLP_HAVE_CUDA
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/runtime.h"
 #endif
@@ -109,6 +111,45 @@ void call_sum_dim(const char* op, const Tensor& x, const Tensor& y, int64_t oute
   on_gpu(op, x.device(), [&](auto stream) {
 #ifdef VLP_HAVE_CUDA
     cuda::sum_dim(cuda_dtype(op, x.dtype()), x.data_ptr(), y.data_ptr(), outer, n, inner, stream);
+#endif
+  });
+}
+
+void call_gemm(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+               const Tensor& a, int64_t a_offset, int64_t lda, const Tensor& b, int64_t b_offset, int64_t ldb,
+               double beta, const Tensor& c, int64_t c_offset, int64_t ldc) {
+  if (c.is_cpu()) {
+    dispatch_float(op, c.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::gemm<T>(trans_a, trans_b, m, n, k, alpha, a.data<T>() + a_offset, lda, b.data<T>() + b_offset, ldb, beta,
+                   c.data<T>() + c_offset, ldc);
+    });
+    return;
+  }
+  on_gpu(op, c.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    if (m == 0 || n == 0) return;
+    const cuda::GemmDType dt = cuda_dtype(op, c.dtype()) == cuda::EwDType::F32 ? cuda::GemmDType::F32
+                                                                               : cuda::GemmDType::BF16;
+    const int64_t es = int64_t(c.element_size());
+    char* c_ptr = static_cast<char*>(c.data_ptr()) + c_offset * es;
+    if (k == 0) {  // op(A) op(B) is all zeros: C = beta C
+      if (beta == 0.0) {
+        for (int64_t i = 0; i < m; ++i)
+          cuda::check(cudaMemsetAsync(c_ptr + i * ldc * es, 0, size_t(n * es), stream), "gemm k = 0");
+      } else if (beta != 1.0) {
+        VLP_FAIL(op, ": a CUDA GEMM with k = 0 and beta other than 0 or 1");
+      }
+      return;
+    }
+    cuda::GemmArgs g;
+    g.trans_a = trans_a, g.trans_b = trans_b, g.m = m, g.n = n, g.k = k;
+    g.ab_dtype = g.c_dtype = dt;
+    g.a = static_cast<const char*>(a.data_ptr()) + a_offset * es, g.lda = lda;
+    g.b = static_cast<const char*>(b.data_ptr()) + b_offset * es, g.ldb = ldb;
+    g.c = c_ptr, g.ldc = ldc;
+    g.alpha = float(alpha), g.beta = float(beta);
+    cuda::gemm(g);
 #endif
   });
 }

@@ -73,6 +73,35 @@ TEST(CudaAutograd, UnwiredOpsRefuseCudaTensorsClearly) {
   EXPECT_THROW(exp(x64), Error);  // the CUDA kernels compute in F32 or BF16
 }
 
+// y = sum(gelu(linear(x, W, b)) @ V) with x [2, 5, 7], batched matmul with a broadcast and transposed
+// operand, on CUDA through cuBLASLt against the CPU graph.
+TEST(CudaAutograd, LinearAndBatchedMatmulMatchTheCpuGraph) {
+  VLP_REQUIRE_GPU();
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Input x = make_input({2, 5, 7}, 191, dt), w = make_input({9, 7}, 192, dt), b = make_input({9}, 193, dt);
+    Input v = make_input({3, 9}, 194, dt), m = make_input({2, 4, 5}, 195, dt);
+    auto run = [&](Device dev) {
+      Tensor xs = convert(x.cpu, dt, dev), ws = convert(w.cpu, dt, dev), bs = convert(b.cpu, dt, dev);
+      Tensor vs = convert(v.cpu, dt, dev), ms = convert(m.cpu, dt, dev);
+      for (Tensor* t : {&xs, &ws, &bs, &vs, &ms}) t->set_requires_grad(true);
+      Tensor h = gelu(linear(xs, ws, bs));                 // [2, 5, 9]
+      Tensor p = matmul(h, transpose(vs, 0, 1));           // [2, 5, 3], a transposed 2-D operand
+      Tensor q = matmul(ms, p);                            // [2, 4, 3], batched
+      Tensor r = matmul(transpose(q, 1, 2), q);            // [2, 3, 3], transposed batched operand
+      Tensor loss = sum(mul(r, r));
+      backward(loss);
+      return std::vector<Tensor>{loss, xs.grad(), ws.grad(), bs.grad(), vs.grad(), ms.grad()};
+    };
+    std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
+    const char* names[] = {"loss", "dx", "dW", "db", "dV", "dM"};
+    const double tol = dt == DType::BF16 ? 3e-2 : 1e-5;
+    for (size_t i = 0; i < c.size(); ++i) {
+      EXPECT_TRUE(g[i].is_cuda()) << names[i];
+      EXPECT_TRUE(rel_close(g[i], c[i], tol, std::string(names[i]) + " " + std::string(dtype_name(dt))));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace vlp
 #endif  // VLP_HAVE_CUDA
