@@ -4,12 +4,17 @@
 #include <exception>
 
 #include "autograd/dispatch.h"
+#include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/random.h"
+#include "kernels/cpu/softmax.h"
 #include "kernels/cpu/reduce.h"
 
 #ifdef VLP_HAVE_CUDA
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/misc.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/runtime.h"
 #endif
@@ -17,6 +22,12 @@
 namespace vlp {
 
 namespace {
+
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+void* void_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 #ifdef VLP_HAVE_CUDA
 cuda::EwDType cuda_dtype(const char* op, DType dt) {
@@ -150,6 +161,163 @@ void call_gemm(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t n,
     g.c = c_ptr, g.ldc = ldc;
     g.alpha = float(alpha), g.beta = float(beta);
     cuda::gemm(g);
+#endif
+  });
+}
+
+void call_softmax_forward(const char* op, const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+                          bool log) {
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), outer, n, inner, log);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::softmax_forward(cuda_dtype(op, x.dtype()), x.data_ptr(), y.data_ptr(), outer, n, inner, log, stream);
+#endif
+  });
+}
+
+void call_softmax_backward(const char* op, const Tensor& y, const Tensor& dy, const Tensor& dx, int64_t outer,
+                           int64_t n, int64_t inner, bool log) {
+  if (y.is_cpu()) {
+    dispatch_float(op, y.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::softmax_backward<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), outer, n, inner, log);
+    });
+    return;
+  }
+  on_gpu(op, y.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::softmax_backward(cuda_dtype(op, y.dtype()), y.data_ptr(), dy.data_ptr(), dx.data_ptr(), outer, n, inner, log,
+                           stream);
+#endif
+  });
+}
+
+void call_layer_norm_forward(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& y, const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t d,
+                             double eps) {
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::layer_norm_forward<T>(x.data<T>(), ptr_or_null<T>(gamma), ptr_or_null<T>(beta), y.data<T>(),
+                                 mean.data<double>(), rstd.data<double>(), rows, d, eps);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::layer_norm_forward(cuda_dtype(op, x.dtype()), x.data_ptr(), nullptr, void_or_null(gamma),
+                             void_or_null(beta), y.data_ptr(), nullptr, mean.data<float>(), rstd.data<float>(), rows,
+                             d, eps, stream);
+#endif
+  });
+}
+
+void call_layer_norm_backward(const char* op, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                              const Tensor& gamma, const Tensor& dy, const Tensor& dx, const Tensor& dgamma,
+                              const Tensor& dbeta, int64_t rows, int64_t d) {
+  if (dy.is_cpu()) {
+    dispatch_float(op, dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::layer_norm_backward<T>(ptr_or_null<T>(x), ptr_or_null<double>(mean), ptr_or_null<double>(rstd),
+                                  ptr_or_null<T>(gamma), dy.data<T>(), ptr_or_null<T>(dx), ptr_or_null<T>(dgamma),
+                                  ptr_or_null<T>(dbeta), rows, d);
+    });
+    return;
+  }
+  on_gpu(op, dy.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::layer_norm_backward(cuda_dtype(op, dy.dtype()), void_or_null(x), ptr_or_null<float>(mean),
+                              ptr_or_null<float>(rstd), void_or_null(gamma), dy.data_ptr(), void_or_null(dx),
+                              void_or_null(dgamma), void_or_null(dbeta), rows, d, stream);
+#endif
+  });
+}
+
+void call_rms_norm_forward(const char* op, const Tensor& x, const Tensor& weight, const Tensor& y, const Tensor& rstd,
+                           int64_t rows, int64_t d, double eps) {
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::rms_norm_forward<T>(x.data<T>(), ptr_or_null<T>(weight), y.data<T>(), rstd.data<double>(), rows, d, eps);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::rms_norm_forward(cuda_dtype(op, x.dtype()), x.data_ptr(), void_or_null(weight), y.data_ptr(),
+                           rstd.data<float>(), rows, d, eps, stream);
+#endif
+  });
+}
+
+void call_rms_norm_backward(const char* op, const Tensor& x, const Tensor& rstd, const Tensor& weight,
+                            const Tensor& dy, const Tensor& dx, const Tensor& dweight, int64_t rows, int64_t d) {
+  if (dy.is_cpu()) {
+    dispatch_float(op, dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::rms_norm_backward<T>(x.data<T>(), rstd.data<double>(), ptr_or_null<T>(weight), dy.data<T>(),
+                                ptr_or_null<T>(dx), ptr_or_null<T>(dweight), rows, d);
+    });
+    return;
+  }
+  on_gpu(op, dy.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::rms_norm_backward(cuda_dtype(op, dy.dtype()), x.data_ptr(), rstd.data<float>(), void_or_null(weight),
+                            dy.data_ptr(), void_or_null(dx), void_or_null(dweight), rows, d, stream);
+#endif
+  });
+}
+
+void call_dropout(const char* op, const Tensor& x, const Tensor& y, double p, uint64_t seed, uint64_t offset) {
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::dropout<T>(x.data<T>(), y.data<T>(), y.numel(), p, seed, offset);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::dropout(cuda_dtype(op, x.dtype()), x.data_ptr(), y.data_ptr(), nullptr, y.numel(), p, seed, offset, stream);
+#endif
+  });
+}
+
+void call_embedding_forward(const char* op, const Tensor& weight, const Tensor& ids, const Tensor& out) {
+  const int64_t row_bytes = weight.size(1) * int64_t(weight.element_size());
+  if (weight.is_cpu()) {
+    cpu::embedding_forward(weight.data_ptr(), row_bytes, ids.data<int64_t>(), ids.numel(), out.data_ptr());
+    return;
+  }
+  Tensor ids_dev = convert(ids, DType::I64, weight.device());
+  on_gpu(op, weight.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::embedding_forward(weight.data_ptr(), row_bytes, weight.size(0), ids_dev.data<int64_t>(), ids.numel(),
+                            out.data_ptr(), stream);
+#endif
+  });
+}
+
+void call_embedding_backward(const char* op, const Tensor& dy, const Tensor& ids, const Tensor& dweight) {
+  const int64_t vocab = dweight.size(0), d = dweight.size(1);
+  if (dy.is_cpu()) {
+    dispatch_float(op, dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::embedding_backward<T>(dy.data<T>(), ids.data<int64_t>(), ids.numel(), vocab, d, dweight.data<T>());
+    });
+    return;
+  }
+  Tensor ids_dev = convert(ids, DType::I64, dy.device());
+  on_gpu(op, dy.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::embedding_backward(cuda_dtype(op, dy.dtype()), dy.data_ptr(), ids_dev.data<int64_t>(), ids.numel(), vocab,
+                             d, dweight.data_ptr(), stream);
 #endif
   });
 }

@@ -2,7 +2,8 @@
 // pick the compute dtype (compute_dtype(dt, device)), allocate outputs on the inputs' device and call
 // these functions with tensors already in the compute dtype; each calls the CPU kernel (F32/F64) or the
 // CUDA kernel (F32/BF16, on the tensor's GPU and its current stream). The autograd rules themselves do
-// not change with the device. Families wired so far: elementwise (unary, binary), sum, and matmul/linear (gemm); the others
+// not change with the device. Families wired so far: elementwise (unary, binary), sum, matmul/linear (gemm), softmax, layer_norm,
+// rms_norm, dropout and embedding; the others
 // still reject CUDA tensors in check_operands.
 #pragma once
 #include "kernels/cpu/elementwise.h"
@@ -27,5 +28,33 @@ void call_sum_dim(const char* op, const Tensor& x, const Tensor& y, int64_t oute
 void call_gemm(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                const Tensor& a, int64_t a_offset, int64_t lda, const Tensor& b, int64_t b_offset, int64_t ldb,
                double beta, const Tensor& c, int64_t c_offset, int64_t ldc);
+
+// Softmax / log_softmax over the middle dim of contiguous [outer, n, inner], and its backward from y.
+void call_softmax_forward(const char* op, const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner,
+                          bool log);
+void call_softmax_backward(const char* op, const Tensor& y, const Tensor& dy, const Tensor& dx, int64_t outer,
+                           int64_t n, int64_t inner, bool log);
+
+// The dtype of the per-row statistics the norms save: F64 on the CPU, F32 on CUDA.
+inline DType norm_stats_dtype(Device device) { return device.is_cpu() ? DType::F64 : DType::F32; }
+// LayerNorm / RMSNorm over rows of d (kernels/cpu/norm.h); optional tensors may be undefined.
+void call_layer_norm_forward(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& y, const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t d,
+                             double eps);
+void call_layer_norm_backward(const char* op, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                              const Tensor& gamma, const Tensor& dy, const Tensor& dx, const Tensor& dgamma,
+                              const Tensor& dbeta, int64_t rows, int64_t d);
+void call_rms_norm_forward(const char* op, const Tensor& x, const Tensor& weight, const Tensor& y, const Tensor& rstd,
+                           int64_t rows, int64_t d, double eps);
+void call_rms_norm_backward(const char* op, const Tensor& x, const Tensor& rstd, const Tensor& weight,
+                            const Tensor& dy, const Tensor& dx, const Tensor& dweight, int64_t rows, int64_t d);
+
+// y = dropout(x) from the Philox stream (seed, offset): the same mask on every device.
+void call_dropout(const char* op, const Tensor& x, const Tensor& y, double p, uint64_t seed, uint64_t offset);
+
+// Embedding rows of weight (contiguous [V, d]) for ids (contiguous I64 on the CPU, already checked), and
+// the backward into dweight [V, d] (fully overwritten). CUDA uploads the ids.
+void call_embedding_forward(const char* op, const Tensor& weight, const Tensor& ids, const Tensor& out);
+void call_embedding_backward(const char* op, const Tensor& dy, const Tensor& ids, const Tensor& dweight);
 
 }  // namespace vlp

@@ -46,7 +46,8 @@ void layer_norm_forward(EwDType dt, const void* x, const void* residual, const v
                         void* y, void* h_out, float* mean, float* rstd, int64_t rows, int64_t d, double eps,
                         cudaStream_t stream);
 // One kernel computes dx and per-block partial sums of dgamma and dbeta (each partial owned by one thread);
-// a second sums the partials in block order. x is the normalised input h. dx, dgamma, dbeta, gamma optional.
+// a second sums the partials in block order. x is the normalised input h. dx, dgamma, dbeta, gamma optional;
+// x, mean and rstd may be null when only dbeta is wanted.
 void layer_norm_backward(EwDType dt, const void* x, const float* mean, const float* rstd, const void* gamma,
                          const void* dy, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t d,
                          cudaStream_t stream);

@@ -67,13 +67,13 @@ __global__ void layer_norm_backward_kernel(const T* x, const float* mean, const 
     if (pb) pb[j] = 0.f;
   }
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* xr = x + r * d;
+    const T* xr = x ? x + r * d : nullptr;  // null when only dbeta is wanted
     const T* gr = dy + r * d;
-    const float mu = mean[r], rs = rstd[r];
+    const float mu = x ? mean[r] : 0.f, rs = x ? rstd[r] : 0.f;
     float sg = 0.f, sgx = 0.f;
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
       const float dyv = to_float(gr[j]);
-      const float xhat = (to_float(xr[j]) - mu) * rs;
+      const float xhat = xr ? (to_float(xr[j]) - mu) * rs : 0.f;
       const float g = dyv * (gamma ? to_float(gamma[j]) : 1.f);
       sg += g;
       sgx += g * xhat;

@@ -1,6 +1,7 @@
 // Differentiable ops on CUDA tensors through the kernel-call layer (autograd/kernel_calls.h): elementwise
-// unary and broadcasting binary ops, in-place updates, sum and mean, forward values and gradients against
-// the same graph run on the CPU; families not wired yet refuse CUDA tensors with a clear error.
+// unary and broadcasting binary ops, in-place updates, sum and mean, matmul and linear, softmax, norms,
+// dropout and embedding; forward values and gradients against the same graph run on the CPU. Families not
+// wired yet refuse CUDA tensors with a clear error.
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
@@ -64,8 +65,8 @@ TEST(CudaAutograd, UnwiredOpsRefuseCudaTensorsClearly) {
   VLP_REQUIRE_GPU();
   Tensor x = full({2, 3}, 1.0, DType::F32, gpu());
   try {
-    softmax(x, -1);
-    FAIL() << "softmax on CUDA should not run before its family is wired";
+    max(x, -1);
+    FAIL() << "max on CUDA should not run before its family is wired";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no kernel for cuda:0"), std::string::npos) << e.what();
   }
@@ -95,6 +96,38 @@ TEST(CudaAutograd, LinearAndBatchedMatmulMatchTheCpuGraph) {
     std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
     const char* names[] = {"loss", "dx", "dW", "db", "dV", "dM"};
     const double tol = dt == DType::BF16 ? 3e-2 : 1e-5;
+    for (size_t i = 0; i < c.size(); ++i) {
+      EXPECT_TRUE(g[i].is_cuda()) << names[i];
+      EXPECT_TRUE(rel_close(g[i], c[i], tol, std::string(names[i]) + " " + std::string(dtype_name(dt))));
+    }
+  }
+}
+
+// embedding -> dropout -> layer_norm -> softmax / log_softmax -> rms_norm, forward values and every
+// gradient (table, norm parameters) on CUDA against the same graph on the CPU; the dropout masks are the
+// same because both devices draw from the same Philox stream.
+TEST(CudaAutograd, NormSoftmaxDropoutEmbeddingMatchTheCpuGraph) {
+  VLP_REQUIRE_GPU();
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Input table = make_input({23, 33}, 201, dt), g1 = make_input({33}, 202, dt, 0.5, 1.5);
+    Input b1 = make_input({33}, 203, dt), g2 = make_input({33}, 204, dt, 0.5, 1.5);
+    Tensor ids = from_vector({3, 7, 7, 0, 22, 5, 3, 3, 11, 19}, {2, 5}, DType::I64);
+    auto run = [&](Device dev) {
+      Tensor w = convert(table.cpu, dt, dev), ga = convert(g1.cpu, dt, dev), be = convert(b1.cpu, dt, dev);
+      Tensor gr = convert(g2.cpu, dt, dev);
+      for (Tensor* t : {&w, &ga, &be, &gr}) t->set_requires_grad(true);
+      Generator gen(1234);
+      Tensor e = dropout(embedding(w, ids), 0.25, true, &gen);   // [2, 5, 33]
+      Tensor h = layer_norm(e, ga, be, 1e-5);
+      Tensor s = add(softmax(h, -1), log_softmax(h, 1));         // last dim and a middle dim
+      Tensor r = rms_norm(s, gr, 1e-6);
+      Tensor loss = sum(mul(r, h));
+      backward(loss);
+      return std::vector<Tensor>{loss, w.grad(), ga.grad(), be.grad(), gr.grad()};
+    };
+    std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
+    const char* names[] = {"loss", "dtable", "dgamma", "dbeta", "drms_weight"};
+    const double tol = dt == DType::BF16 ? 5e-2 : 1e-5;  // BF16: each op rounds, at different points per device
     for (size_t i = 0; i < c.size(); ++i) {
       EXPECT_TRUE(g[i].is_cuda()) << names[i];
       EXPECT_TRUE(rel_close(g[i], c[i], tol, std::string(names[i]) + " " + std::string(dtype_name(dt))));
