@@ -6,6 +6,7 @@
 #include "autograd/dispatch.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/loss.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/random.h"
 #include "kernels/cpu/softmax.h"
@@ -318,6 +319,57 @@ void call_embedding_backward(const char* op, const Tensor& dy, const Tensor& ids
 #ifdef VLP_HAVE_CUDA
     cuda::embedding_backward(cuda_dtype(op, dy.dtype()), dy.data_ptr(), ids_dev.data<int64_t>(), ids.numel(), vocab,
                              d, dweight.data_ptr(), stream);
+#endif
+  });
+}
+
+void call_cross_entropy_forward(const char* op, const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                int64_t ignore_index, double eps, const Tensor& rows, const Tensor& lse,
+                                const Tensor& raw) {
+  const int64_t n = logits.size(0), c = logits.size(1);
+  if (logits.is_cpu()) {
+    dispatch_float(op, logits.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::cross_entropy_forward<T>(logits.data<T>(), target.data<int64_t>(), ptr_or_null<T>(weight), n, c,
+                                    ignore_index, eps, rows.data<double>(), lse.data<double>(),
+                                    ptr_or_null<double>(raw));
+    });
+    return;
+  }
+  Tensor target_dev = convert(target, DType::I64, logits.device());
+  on_gpu(op, logits.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::cross_entropy_forward(cuda_dtype(op, logits.dtype()), logits.data_ptr(), target_dev.data<int64_t>(),
+                                void_or_null(weight), n, c, ignore_index, eps, rows.data<float>(), lse.data<float>(),
+                                ptr_or_null<float>(raw), stream);
+#endif
+  });
+}
+
+void call_cross_entropy_backward(const char* op, const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                 const Tensor& lse, const Tensor& raw, const Tensor& dloss, int64_t dloss_stride,
+                                 double scale, int64_t c, int64_t ignore_index, double eps, const Tensor& dlogits,
+                                 const Tensor& dweight) {
+  const int64_t n = target.numel();
+  if (dloss.is_cpu()) {
+    dispatch_float(op, dloss.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::cross_entropy_backward<T>(ptr_or_null<T>(logits), target.data<int64_t>(), ptr_or_null<T>(weight),
+                                     ptr_or_null<double>(lse), ptr_or_null<double>(raw), dloss.data<T>(),
+                                     dloss_stride, scale, n, c, ignore_index, eps, ptr_or_null<T>(dlogits),
+                                     ptr_or_null<T>(dweight));
+    });
+    return;
+  }
+  VLP_CHECK(!dweight.defined(), op, ": the gradient of sample_weight is not computed on CUDA yet");
+  if (!dlogits.defined()) return;
+  Tensor target_dev = convert(target, DType::I64, dloss.device());
+  Tensor dloss_f32 = convert(dloss, DType::F32);
+  on_gpu(op, dloss.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::cross_entropy_backward(cuda_dtype(op, logits.dtype()), logits.data_ptr(), target_dev.data<int64_t>(),
+                                 void_or_null(weight), lse.data<float>(), dloss_f32.data<float>(), dloss_stride, scale,
+                                 n, c, ignore_index, eps, dlogits.data_ptr(), stream);
 #endif
   });
 }

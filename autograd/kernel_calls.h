@@ -3,7 +3,7 @@
 // these functions with tensors already in the compute dtype; each calls the CPU kernel (F32/F64) or the
 // CUDA kernel (F32/BF16, on the tensor's GPU and its current stream). The autograd rules themselves do
 // not change with the device. Families wired so far: elementwise (unary, binary), sum, matmul/linear (gemm), softmax, layer_norm,
-// rms_norm, dropout and embedding; the others
+// rms_norm, dropout, embedding and cross_entropy; the others
 // still reject CUDA tensors in check_operands.
 #pragma once
 #include "kernels/cpu/elementwise.h"
@@ -56,5 +56,16 @@ void call_dropout(const char* op, const Tensor& x, const Tensor& y, double p, ui
 // the backward into dweight [V, d] (fully overwritten). CUDA uploads the ids.
 void call_embedding_forward(const char* op, const Tensor& weight, const Tensor& ids, const Tensor& out);
 void call_embedding_backward(const char* op, const Tensor& dy, const Tensor& ids, const Tensor& dweight);
+
+// Cross-entropy rows (kernels/cpu/loss.h): target is the checked I64 CPU tensor; rows, lse and raw
+// (optional) are F64 on the CPU and F32 on CUDA (norm_stats_dtype). The backward's dweight (the sample
+// weight's gradient) is CPU-only for now.
+void call_cross_entropy_forward(const char* op, const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                int64_t ignore_index, double eps, const Tensor& rows, const Tensor& lse,
+                                const Tensor& raw);
+void call_cross_entropy_backward(const char* op, const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                 const Tensor& lse, const Tensor& raw, const Tensor& dloss, int64_t dloss_stride,
+                                 double scale, int64_t c, int64_t ignore_index, double eps, const Tensor& dlogits,
+                                 const Tensor& dweight);
 
 }  // namespace vlp

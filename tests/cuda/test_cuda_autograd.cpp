@@ -5,6 +5,7 @@
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
+#include "autograd/loss.h"
 #include "autograd/ops.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -133,6 +134,34 @@ TEST(CudaAutograd, NormSoftmaxDropoutEmbeddingMatchTheCpuGraph) {
       EXPECT_TRUE(rel_close(g[i], c[i], tol, std::string(names[i]) + " " + std::string(dtype_name(dt))));
     }
   }
+}
+
+// A classifier head: cross_entropy (mean and per-row, label smoothing, ignored rows, sample weights) of
+// linear logits, value and gradients on CUDA against the CPU.
+TEST(CudaAutograd, CrossEntropyMatchesTheCpu) {
+  VLP_REQUIRE_GPU();
+  const int64_t n = 9, k = 12, c = 37;
+  Tensor target = from_vector({3, 36, 0, -100, 7, 7, 20, -100, 11}, {n}, DType::I64);
+  for (DType dt : {DType::F32, DType::BF16})
+    for (Reduction red : {Reduction::Mean, Reduction::None}) {
+      Input x = make_input({n, k}, 211, dt), w = make_input({c, k}, 212, dt, -2, 2);
+      Input sw = make_input({n}, 213, dt, 0.5, 1.5);
+      auto run = [&](Device dev) {
+        Tensor xs = convert(x.cpu, dt, dev), ws = convert(w.cpu, dt, dev), sws = convert(sw.cpu, dt, dev);
+        xs.set_requires_grad(true), ws.set_requires_grad(true);
+        Tensor loss = cross_entropy(linear(xs, ws, Tensor()), target, -100, 0.1, sws, red);
+        Tensor scalar = red == Reduction::None ? sum(mul(loss, loss)) : loss;
+        backward(scalar);
+        return std::vector<Tensor>{loss, xs.grad(), ws.grad()};
+      };
+      std::vector<Tensor> cpu_r = run(Device::cpu()), gpu_r = run(gpu());
+      const char* names[] = {"loss", "dx", "dW"};
+      const double tol = dt == DType::BF16 ? 3e-2 : 1e-5;
+      for (size_t i = 0; i < cpu_r.size(); ++i)
+        EXPECT_TRUE(rel_close(gpu_r[i], cpu_r[i], tol,
+                              std::string(names[i]) + " " + std::string(dtype_name(dt)) +
+                                  (red == Reduction::None ? " none" : " mean")));
+    }
 }
 
 }  // namespace
