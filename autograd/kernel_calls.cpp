@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "autograd/dispatch.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/loss.h"
@@ -13,6 +14,7 @@
 #include "kernels/cpu/reduce.h"
 
 #ifdef VLP_HAVE_CUDA
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/misc.h"
@@ -370,6 +372,108 @@ void call_cross_entropy_backward(const char* op, const Tensor& logits, const Ten
     cuda::cross_entropy_backward(cuda_dtype(op, logits.dtype()), logits.data_ptr(), target_dev.data<int64_t>(),
                                  void_or_null(weight), lse.data<float>(), dloss_f32.data<float>(), dloss_stride, scale,
                                  n, c, ignore_index, eps, dlogits.data_ptr(), stream);
+#endif
+  });
+}
+
+namespace {
+
+template <class T>
+cpu::AttentionArgs<T> cpu_attention_args(const AttentionConfig& c, const Tensor& q, const Tensor& k, const Tensor& v,
+                                         const Tensor& bias, const Tensor& keep) {
+  cpu::AttentionArgs<T> a;
+  a.B = c.B, a.H = c.H, a.Tq = c.Tq, a.Tk = c.Tk, a.D = c.D, a.Dv = c.Dv;
+  a.q = q.data<T>();
+  a.k = k.data<T>();
+  a.v = v.defined() ? v.data<T>() : nullptr;
+  for (int d = 0; d < 3; ++d) {
+    a.q_strides[d] = q.stride(d);
+    a.k_strides[d] = k.stride(d);
+    a.v_strides[d] = v.defined() ? v.stride(d) : 0;
+  }
+  if (bias.defined()) {
+    a.bias = bias.data<T>();
+    Shape s = broadcast_strides(bias, {c.B, c.H, c.Tq, c.Tk});
+    for (int d = 0; d < 4; ++d) a.bias_strides[d] = s[size_t(d)];
+  }
+  a.key_keep = keep.defined() ? keep.data<bool>() : nullptr;
+  a.causal = c.causal;
+  a.scale = c.scale;
+  a.dropout_p = c.dropout_p;
+  a.seed = c.seed;
+  a.offset = c.offset;
+  return a;
+}
+
+#ifdef VLP_HAVE_CUDA
+cuda::AttentionArgs cuda_attention_args(const char* op, const AttentionConfig& c, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& bias, const Tensor& keep) {
+  VLP_CHECK(v.defined(), op, ": the CUDA attention backward needs v");
+  cuda::AttentionArgs a;
+  a.dtype = cuda_dtype(op, q.dtype());
+  a.B = c.B, a.H = c.H, a.Tq = c.Tq, a.Tk = c.Tk, a.D = c.D, a.Dv = c.Dv;
+  a.q = q.data_ptr(), a.k = k.data_ptr(), a.v = v.data_ptr();
+  for (int d = 0; d < 3; ++d) a.q_strides[d] = q.stride(d), a.k_strides[d] = k.stride(d), a.v_strides[d] = v.stride(d);
+  if (bias.defined()) {
+    a.bias = bias.data_ptr();
+    Shape s = broadcast_strides(bias, {c.B, c.H, c.Tq, c.Tk});
+    for (int d = 0; d < 4; ++d) a.bias_strides[d] = s[size_t(d)];
+  }
+  a.key_keep = keep.defined() ? keep.data<bool>() : nullptr;
+  a.causal = c.causal;
+  a.scale = c.scale;
+  a.dropout_p = c.dropout_p;
+  a.seed = c.seed;
+  a.offset = c.offset;
+  return a;
+}
+#endif
+
+}  // namespace
+
+void call_attention_forward(const char* op, const AttentionConfig& c, const Tensor& q, const Tensor& k,
+                            const Tensor& v, const Tensor& bias, const Tensor& keep, const Tensor& out,
+                            const Tensor& lse) {
+  if (q.is_cpu()) {
+    dispatch_float(op, q.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_forward<T>(cpu_attention_args<T>(c, q, k, v, bias, keep), out.data<T>(), lse.data<T>());
+    });
+    return;
+  }
+  on_gpu(op, q.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::attention_forward(cuda_attention_args(op, c, q, k, v, bias, keep), out.data_ptr(), lse.data<float>(), stream);
+#endif
+  });
+}
+
+void call_attention_backward(const char* op, const AttentionConfig& c, const Tensor& q, const Tensor& k,
+                             const Tensor& v, const Tensor& bias, const Tensor& keep, const Tensor& out,
+                             const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
+                             const Tensor& dv, const Tensor& dbias, const Shape& dbias_strides) {
+  if (q.is_cpu()) {
+    dispatch_float(op, q.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_backward<T>(cpu_attention_args<T>(c, q, k, v, bias, keep), ptr_or_null<T>(out), lse.data<T>(),
+                                 dout.data<T>(), ptr_or_null<T>(dq), ptr_or_null<T>(dk), ptr_or_null<T>(dv),
+                                 ptr_or_null<T>(dbias), dbias_strides.empty() ? nullptr : dbias_strides.data());
+    });
+    return;
+  }
+  int64_t dB = 1, dH = 1;
+  if (dbias.defined()) {
+    VLP_CHECK(dbias.dim() == 4 && dbias.size(2) == c.Tq && dbias.size(3) == c.Tk, op,
+              ": on CUDA the bias gradient needs a bias of shape [1 or B, 1 or H, Tq, Tk], got ",
+              shape_str(dbias.shape()));
+    dB = dbias.size(0), dH = dbias.size(1);
+  }
+  VLP_CHECK(out.defined(), op, ": the CUDA attention backward needs the forward output");
+  on_gpu(op, q.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::attention_backward(cuda_attention_args(op, c, q, k, v, bias, keep), out.data_ptr(), lse.data<float>(),
+                             dout.data_ptr(), void_or_null(dq), void_or_null(dk), void_or_null(dv),
+                             void_or_null(dbias), dB, dH, stream);
 #endif
   });
 }

@@ -3,7 +3,7 @@
 // these functions with tensors already in the compute dtype; each calls the CPU kernel (F32/F64) or the
 // CUDA kernel (F32/BF16, on the tensor's GPU and its current stream). The autograd rules themselves do
 // not change with the device. Families wired so far: elementwise (unary, binary), sum, matmul/linear (gemm), softmax, layer_norm,
-// rms_norm, dropout, embedding and cross_entropy; the others
+// rms_norm, dropout, embedding, cross_entropy and attention; the others
 // still reject CUDA tensors in check_operands.
 #pragma once
 #include "kernels/cpu/elementwise.h"
@@ -67,5 +67,26 @@ void call_cross_entropy_backward(const char* op, const Tensor& logits, const Ten
                                  const Tensor& lse, const Tensor& raw, const Tensor& dloss, int64_t dloss_stride,
                                  double scale, int64_t c, int64_t ignore_index, double eps, const Tensor& dlogits,
                                  const Tensor& dweight);
+
+// Everything about an attention call except its tensors (kernels/cpu/attention.h for the semantics).
+struct AttentionConfig {
+  int64_t B = 0, H = 0, Tq = 0, Tk = 0, D = 0, Dv = 0;
+  bool causal = false;
+  double scale = 1.0, dropout_p = 0.0;
+  uint64_t seed = 0, offset = 0;
+};
+// q, k, v [B, H, T, D] with unit last-dim stride; bias broadcastable to [B, H, Tq, Tk] (optional); keep a
+// Bool [B, Tk] on the same device (optional); out [B, H, Tq, Dv] and lse [B, H, Tq] contiguous, lse in the
+// compute dtype on the CPU and F32 on CUDA (norm_stats_dtype).
+void call_attention_forward(const char* op, const AttentionConfig& c, const Tensor& q, const Tensor& k,
+                            const Tensor& v, const Tensor& bias, const Tensor& keep, const Tensor& out,
+                            const Tensor& lse);
+// dq, dk, dv contiguous (each optional); dbias (optional) 4-D in the bias's left-padded shape, zeroed,
+// accumulated with dbias_strides on the CPU. On CUDA out and v are required, and dbias must be
+// [1 or B, 1 or H, Tq, Tk].
+void call_attention_backward(const char* op, const AttentionConfig& c, const Tensor& q, const Tensor& k,
+                             const Tensor& v, const Tensor& bias, const Tensor& keep, const Tensor& out,
+                             const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
+                             const Tensor& dv, const Tensor& dbias, const Shape& dbias_strides);
 
 }  // namespace vlp

@@ -5,6 +5,7 @@
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
+#include "autograd/attention.h"
 #include "autograd/loss.h"
 #include "autograd/ops.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -161,6 +162,47 @@ TEST(CudaAutograd, CrossEntropyMatchesTheCpu) {
         EXPECT_TRUE(rel_close(gpu_r[i], cpu_r[i], tol,
                               std::string(names[i]) + " " + std::string(dtype_name(dt)) +
                                   (red == Reduction::None ? " none" : " mean")));
+    }
+}
+
+// scaled_dot_product_attention on CUDA against the CPU: [B, T, H, D] projections permuted to [B, H, T, D]
+// (strided heads read in place), causal or a T5 bias [1, H, Tq, Tk] that trains, key padding, dropout.
+TEST(CudaAutograd, AttentionMatchesTheCpu) {
+  VLP_REQUIRE_GPU();
+  const int64_t B = 2, T = 19, H = 3, D = 8;
+  Tensor mask = from_vector(std::vector<double>(static_cast<size_t>(B * T), 1.0), {B, T}, DType::Bool);
+  {
+    std::vector<double> mv(static_cast<size_t>(B * T), 1.0);
+    for (int64_t j = 15; j < T; ++j) mv[size_t(T + j)] = 0.0;  // batch 1: the last keys are padding
+    mask = from_vector(mv, {B, T}, DType::Bool);
+  }
+  for (DType dt : {DType::F32, DType::BF16})
+    for (bool t5 : {false, true}) {
+      Input q = make_input({B, T, H, D}, 221, dt), k = make_input({B, T, H, D}, 222, dt);
+      Input v = make_input({B, T, H, D}, 223, dt), bias = make_input({1, H, T, T}, 224, dt);
+      auto run = [&](Device dev) {
+        Tensor qs = convert(q.cpu, dt, dev), ks = convert(k.cpu, dt, dev), vs = convert(v.cpu, dt, dev);
+        Tensor bs = convert(bias.cpu, dt, dev);
+        for (Tensor* t : {&qs, &ks, &vs, &bs}) t->set_requires_grad(true);
+        Generator gen(77);
+        AttentionOptions o;
+        o.causal = !t5;
+        if (t5) o.bias = bs, o.scale = 1.0;
+        o.key_padding_mask = convert(mask, DType::Bool, dev);
+        o.dropout_p = 0.2, o.generator = &gen;
+        Tensor y = scaled_dot_product_attention(permute(qs, {0, 2, 1, 3}), permute(ks, {0, 2, 1, 3}),
+                                                permute(vs, {0, 2, 1, 3}), o);
+        backward(sum(mul(y, y)));
+        std::vector<Tensor> r{y, qs.grad(), ks.grad(), vs.grad()};
+        if (t5) r.push_back(bs.grad());
+        return r;
+      };
+      std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
+      const char* names[] = {"out", "dq", "dk", "dv", "dbias"};
+      const double tol = dt == DType::BF16 ? 3e-2 : 1e-5;
+      for (size_t i = 0; i < c.size(); ++i)
+        EXPECT_TRUE(rel_close(g[i], c[i], tol,
+                              std::string(names[i]) + " " + std::string(dtype_name(dt)) + (t5 ? " t5" : " causal")));
     }
 }
 
