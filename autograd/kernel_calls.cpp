@@ -30,7 +30,7 @@ template <class T>
 T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
-void* void_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+[[maybe_unused]] void* void_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 #ifdef VLP_HAVE_CUDA
 cuda::EwDType cuda_dtype(const char* op, DType dt) {
@@ -461,7 +461,7 @@ void call_attention_backward(const char* op, const AttentionConfig& c, const Ten
     });
     return;
   }
-  int64_t dB = 1, dH = 1;
+  [[maybe_unused]] int64_t dB = 1, dH = 1;  // used by the CUDA branch
   if (dbias.defined()) {
     VLP_CHECK(dbias.dim() == 4 && dbias.size(2) == c.Tq && dbias.size(3) == c.Tk, op,
               ": on CUDA the bias gradient needs a bias of shape [1 or B, 1 or H, Tq, Tk], got ",
