@@ -14,6 +14,7 @@
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "kernels/cpu/attention.h"
 
 namespace vlp {
@@ -22,14 +23,6 @@ namespace {
 
 constexpr const char* kOp = "scaled_dot_product_attention";
 
-// Everything about a call except the tensors.
-struct AttentionConfig {
-  int64_t B = 0, H = 0, Tq = 0, Tk = 0, D = 0, Dv = 0;
-  bool causal = false;
-  double scale = 1.0, dropout_p = 0.0;
-  uint64_t seed = 0, offset = 0;
-};
-
 // x as the kernel reads it: compute dtype, unit stride in the last dim, rows no closer than a row's length.
 Tensor head_layout(const Tensor& x, DType dt) {
   const bool unit_cols = x.size(3) == 1 || x.stride(3) == 1;
@@ -37,38 +30,11 @@ Tensor head_layout(const Tensor& x, DType dt) {
   return x.dtype() == dt && unit_cols && rows_apart ? x.detach() : convert(x, dt);
 }
 
-template <class T>
-cpu::AttentionArgs<T> make_args(const AttentionConfig& c, const Tensor& q, const Tensor& k, const Tensor& v,
-                                const Tensor& bias, const Tensor& keep) {
-  cpu::AttentionArgs<T> a;
-  a.B = c.B, a.H = c.H, a.Tq = c.Tq, a.Tk = c.Tk, a.D = c.D, a.Dv = c.Dv;
-  a.q = q.data<T>();
-  a.k = k.data<T>();
-  a.v = v.defined() ? v.data<T>() : nullptr;
-  for (int d = 0; d < 3; ++d) {
-    a.q_strides[d] = q.stride(d);
-    a.k_strides[d] = k.stride(d);
-    a.v_strides[d] = v.defined() ? v.stride(d) : 0;
-  }
-  if (bias.defined()) {
-    a.bias = bias.data<T>();
-    Shape s = broadcast_strides(bias, {c.B, c.H, c.Tq, c.Tk});
-    for (int d = 0; d < 4; ++d) a.bias_strides[d] = s[size_t(d)];
-  }
-  a.key_keep = keep.defined() ? keep.data<bool>() : nullptr;
-  a.causal = c.causal;
-  a.scale = c.scale;
-  a.dropout_p = c.dropout_p;
-  a.seed = c.seed;
-  a.offset = c.offset;
-  return a;
-}
-
 }  // namespace
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options) {
-  check_operands(kOp, {q, k, v, options.bias});
+  check_operands(kOp, {q, k, v, options.bias}, true, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(q.dtype()), kOp, ": needs floating tensors, got ", q.dtype());
   VLP_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kOp, ": q, k and v must be [B, H, T, D], got ",
             shape_str(q.shape()), ", ", shape_str(k.shape()), " and ", shape_str(v.shape()));
@@ -91,7 +57,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
               kOp, ": key_padding_mask must be Bool, U8, I32 or I64 (nonzero = attend), got ", m.dtype());
     VLP_CHECK(m.shape() == (Shape{c.B, c.Tk}), kOp, ": key_padding_mask of shape ", shape_str(m.shape()),
               ", expected [B, Tk] = ", shape_str({c.B, c.Tk}));
-    keep = convert(m, DType::Bool, Device::cpu());
+    keep = convert(m, DType::Bool, q.device());
   }
   VLP_CHECK(options.dropout_p >= 0.0 && options.dropout_p < 1.0, kOp, ": dropout_p must be in [0, 1), got ",
             options.dropout_p);
@@ -104,43 +70,38 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     c.offset = gen.take(c.B * c.H * c.Tq * c.Tk);  // element index = flat index into [B, H, Tq, Tk]
   }
 
-  const DType dt = compute_dtype(q.dtype());
+  const Device dev = q.device();
+  const DType dt = compute_dtype(q.dtype(), dev);
   Tensor qc = head_layout(q, dt), kc = head_layout(k, dt), vc = head_layout(v, dt);
   Tensor bias_c = !bias.defined() ? Tensor() : bias.dtype() == dt ? bias.detach() : convert(bias, dt);
-  Tensor out = empty({c.B, c.H, c.Tq, c.Dv}, dt), lse = empty({c.B, c.H, c.Tq}, dt);
-  dispatch_float(kOp, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::attention_forward<T>(make_args<T>(c, qc, kc, vc, bias_c, keep), out.data<T>(), lse.data<T>());
-  });
+  Tensor out = empty({c.B, c.H, c.Tq, c.Dv}, dt, dev);
+  Tensor lse = empty({c.B, c.H, c.Tq}, dev.is_cpu() ? dt : norm_stats_dtype(dev), dev);
+  call_attention_forward(kOp, c, qc, kc, vc, bias_c, keep, out, lse);
   Tensor y = out.dtype() == q.dtype() ? out : convert(out, q.dtype());
 
   if (Node* n = record(kOp, {q, k, v, bias}, {&y})) {
     // v and the output only enter dS; a graph that trains v alone (or nothing else) does not keep them.
-    const bool need_ds = n->needs_grad(0) || n->needs_grad(1) || n->needs_grad(3);
+    // (The CUDA backward always reads them.)
+    const bool need_ds = n->needs_grad(0) || n->needs_grad(1) || n->needs_grad(3) || !dev.is_cpu();
     n->save({qc, kc, need_ds ? vc : Tensor(), need_ds ? out : Tensor(), lse, bias_c, keep});
     Shape bias_shape = bias.defined() ? bias.shape() : Shape{};
     n->backward = [c, dt, bias_shape](Node& n, const Grads& g) -> Grads {
       const Tensor &qs = n.saved[0], &ks = n.saved[1], &vs = n.saved[2], &os = n.saved[3], &ls = n.saved[4],
                    &bs = n.saved[5], &keep = n.saved[6];
       Tensor dout = convert(g[0], dt);
+      const Device dev = dout.device();
       Tensor dq, dk, dv, dbias;
-      if (n.needs_grad(0)) dq = empty({c.B, c.H, c.Tq, c.D}, dt);
-      if (n.needs_grad(1)) dk = empty({c.B, c.H, c.Tk, c.D}, dt);
-      if (n.needs_grad(2)) dv = empty({c.B, c.H, c.Tk, c.Dv}, dt);
+      if (n.needs_grad(0)) dq = empty({c.B, c.H, c.Tq, c.D}, dt, dev);
+      if (n.needs_grad(1)) dk = empty({c.B, c.H, c.Tk, c.D}, dt, dev);
+      if (n.needs_grad(2)) dv = empty({c.B, c.H, c.Tk, c.Dv}, dt, dev);
       Shape dbias_strides;
       if (n.needs_grad(3)) {  // accumulated in the bias's shape, left-padded to 4 dims
         Shape bias4(4 - bias_shape.size(), 1);
         bias4.insert(bias4.end(), bias_shape.begin(), bias_shape.end());
-        dbias = zeros(bias4, dt);
+        dbias = zeros(bias4, dt, dev);
         dbias_strides = broadcast_strides(dbias, {c.B, c.H, c.Tq, c.Tk});
       }
-      dispatch_float(kOp, dt, [&](auto t) {
-        using T = decltype(t);
-        auto ptr = [](const Tensor& x) { return x.defined() ? x.data<T>() : nullptr; };
-        cpu::attention_backward<T>(make_args<T>(c, qs, ks, vs, bs, keep), ptr(os), ls.data<T>(), dout.data<T>(),
-                                   ptr(dq), ptr(dk), ptr(dv), ptr(dbias),
-                                   dbias_strides.empty() ? nullptr : dbias_strides.data());
-      });
+      call_attention_backward(kOp, c, qs, ks, vs, bs, keep, os, ls, dout, dq, dk, dv, dbias, dbias_strides);
       if (dbias.defined()) dbias = as_strided(dbias, bias_shape, contiguous_strides(bias_shape), 0);
       return {dq, dk, dv, dbias};
     };

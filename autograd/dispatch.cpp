@@ -2,7 +2,7 @@
 
 namespace vlp {
 
-void check_operands(const char* op, std::initializer_list<Tensor> tensors, bool same_dtype) {
+void check_operands(const char* op, std::initializer_list<Tensor> tensors, bool same_dtype, bool cuda_ok) {
   const Tensor* first = nullptr;
   for (const Tensor& t : tensors) {
     if (!t.defined()) continue;
@@ -16,7 +16,7 @@ void check_operands(const char* op, std::initializer_list<Tensor> tensors, bool 
               first->dtype(), " and ", t.dtype(), "); convert one with vlp::to");
   }
   VLP_CHECK(first != nullptr, op, ": no defined operand");
-  VLP_CHECK(first->is_cpu(), op, " has no kernel for ", first->device(), " yet");
+  VLP_CHECK(first->is_cpu() || cuda_ok, op, " has no kernel for ", first->device(), " yet");
 }
 
 Tensor index_as_i64(const char* op, const Tensor& index) {

@@ -1,9 +1,12 @@
-// Differentiable elementwise ops over kernels/cpu/elementwise. BF16/F16 inputs are computed in F32 and
-// the result converted back; backward works in the compute dtype and the engine converts the gradient.
+// Differentiable elementwise ops over kernels/cpu/elementwise (and kernels/cuda/elementwise for CUDA
+// tensors, through autograd/kernel_calls). On the CPU BF16/F16 inputs are computed in F32 and the result
+// converted back (on CUDA BF16 is computed as it is); backward works in the compute dtype and the engine
+// converts the gradient.
 #include "autograd/elementwise.h"
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "autograd/views.h"
 #include "kernels/cpu/elementwise.h"
 
@@ -19,29 +22,21 @@ bool needs_saved(Unary op) {
 }
 
 Tensor unary(const char* name, Unary op, const Tensor& x, double a = 0.0, double b = 0.0) {
-  check_operands(name, {x});
+  check_operands(name, {x}, true, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(x.dtype()), name, ": needs a floating tensor, got ", x.dtype());
-  Tensor xc = convert(x, compute_dtype(x.dtype()));
-  Tensor y = empty(x.shape(), xc.dtype());
-  dispatch_float(name, xc.dtype(), [&](auto t) {
-    using T = decltype(t);
-    cpu::unary_forward<T>(op, xc.data<T>(), y.data<T>(), x.numel(), a, b);
-  });
+  Tensor xc = convert(x, compute_dtype(x.dtype(), x.device()));
+  Tensor y = empty(x.shape(), xc.dtype(), x.device());
+  call_unary_forward(name, op, xc, y, a, b);
   Tensor out = y.dtype() == x.dtype() ? y : convert(y, x.dtype());
   if (Node* n = record(name, {x}, {&out})) {
     const bool from_output = cpu::unary_saves_output(op);
     if (needs_saved(op)) n->save({from_output ? y : xc});
     n->backward = [op, a, b, from_output, name](Node& n, const Grads& g) -> Grads {
-      DType dt = compute_dtype(g[0].dtype());
+      DType dt = compute_dtype(g[0].dtype(), g[0].device());
       Tensor dy = convert(g[0], dt);
-      Tensor dx = empty(dy.shape(), dt);
+      Tensor dx = empty(dy.shape(), dt, dy.device());
       const Tensor s = n.saved.empty() ? Tensor() : n.saved[0];
-      dispatch_float(name, dt, [&](auto t) {
-        using T = decltype(t);
-        const T* sp = s.defined() ? s.data<T>() : nullptr;
-        cpu::unary_backward<T>(op, from_output ? nullptr : sp, from_output ? sp : nullptr, dy.data<T>(),
-                               dx.data<T>(), dy.numel(), a, b);
-      });
+      call_unary_backward(name, op, from_output ? Tensor() : s, from_output ? s : Tensor(), dy, dx, a, b);
       return {dx};
     };
   }
@@ -49,25 +44,22 @@ Tensor unary(const char* name, Unary op, const Tensor& x, double a = 0.0, double
 }
 
 Tensor binary(const char* name, Binary op, const Tensor& a, const Tensor& b) {
-  check_operands(name, {a, b});
+  check_operands(name, {a, b}, true, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(a.dtype()), name, ": needs floating tensors, got ", a.dtype());
   Shape shape = broadcast_shapes(a.shape(), b.shape());
-  DType dt = compute_dtype(a.dtype());
+  DType dt = compute_dtype(a.dtype(), a.device());
   Tensor ac = a.dtype() == dt ? a : convert(a, dt);
   Tensor bc = b.dtype() == dt ? b : convert(b, dt);
-  Tensor y = empty(shape, dt);
+  Tensor y = empty(shape, dt, a.device());
   Shape sa = broadcast_strides(ac, shape), sb = broadcast_strides(bc, shape);
-  dispatch_float(name, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::binary<T>(op, shape, y.data<T>(), y.strides().data(), ac.data<T>(), sa.data(), bc.data<T>(), sb.data());
-  });
+  call_binary(name, op, shape, y, ac, sa, bc, sb, 1.0);
   Tensor out = dt == a.dtype() ? y : convert(y, a.dtype());
   if (Node* n = record(name, {a, b}, {&out})) {
     Shape a_shape = a.shape(), b_shape = b.shape();
     if (op == Binary::Mul) n->save({n->needs_grad(0) ? bc : Tensor(), n->needs_grad(1) ? ac : Tensor()});
     if (op == Binary::Div) n->save({bc, n->needs_grad(1) ? y : Tensor()});
     n->backward = [op, a_shape, b_shape](Node& n, const Grads& grads) -> Grads {
-      Tensor g = convert(grads[0], compute_dtype(grads[0].dtype())), da, db;
+      Tensor g = convert(grads[0], compute_dtype(grads[0].dtype(), grads[0].device())), da, db;
       switch (op) {
         case Binary::Add: da = g, db = g; break;
         case Binary::Sub: da = g, db = n.needs_grad(1) ? neg(g) : Tensor(); break;
@@ -91,20 +83,16 @@ Tensor binary(const char* name, Binary op, const Tensor& a, const Tensor& b) {
 
 // dst = dst (op) src in place, in the compute dtype, copied back for BF16/F16.
 void binary_inplace(const char* name, Binary op, const Tensor& dst, const Tensor& src, double alpha) {
-  check_operands(name, {dst, src}, /*same_dtype=*/false);
+  check_operands(name, {dst, src}, /*same_dtype=*/false, /*cuda_ok=*/true);
   VLP_CHECK(!(GradMode::enabled() && dst.requires_grad()), name,
             ": in-place update of a tensor that requires grad; wrap it in NoGradGuard");
   VLP_CHECK(is_floating(dst.dtype()), name, ": needs a floating tensor, got ", dst.dtype());
-  DType dt = compute_dtype(dst.dtype());
+  DType dt = compute_dtype(dst.dtype(), dst.device());
   Tensor work = dst.dtype() == dt ? dst : convert(dst, dt);
   Tensor s = src.dtype() == dt ? src : convert(src, dt);
   Shape sa = work.strides(), sb = broadcast_strides(s, dst.shape());
   dst.storage()->version++;
-  dispatch_float(name, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::binary<T>(op, dst.shape(), work.data<T>(), sa.data(), work.data<T>(), sa.data(), s.data<T>(), sb.data(),
-                   alpha);
-  });
+  call_binary(name, op, dst.shape(), work, work, sa, s, sb, alpha);
   if (dst.dtype() != dt) copy_(dst, work);
 }
 
@@ -141,7 +129,8 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
 }
 
 void mul_(const Tensor& dst, double s) {
-  binary_inplace("mul_", Binary::Mul, dst, scalar_tensor(s, compute_dtype(dst.dtype()), dst.device()), 1.0);
+  binary_inplace("mul_", Binary::Mul, dst, scalar_tensor(s, compute_dtype(dst.dtype(), dst.device()), dst.device()),
+                 1.0);
 }
 
 }  // namespace vlp

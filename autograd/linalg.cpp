@@ -1,4 +1,5 @@
-// Differentiable matrix products over kernels/cpu/gemm. A strided 2-D operand goes to BLAS as it is
+// Differentiable matrix products over kernels/cpu/gemm (cuBLASLt for CUDA tensors, through
+// autograd/kernel_calls). A strided 2-D operand goes to BLAS as it is
 // when one of its dims has unit stride (transposed views become a transpose flag); only other layouts
 // are copied.
 #include "autograd/linalg.h"
@@ -6,6 +7,7 @@
 #include "autograd/dispatch.h"
 #include "autograd/elementwise.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "autograd/reduce.h"
 #include "autograd/views.h"
 #include "kernels/cpu/gemm.h"
@@ -43,27 +45,23 @@ Tensor batched_gemm(Tensor a, Tensor b, const Shape& batch) {
   Shape out_shape = batch;
   out_shape.push_back(n);
   out_shape.push_back(m);
-  Tensor out = empty(out_shape, a.dtype());
+  Tensor out = empty(out_shape, a.dtype(), a.device());
   const int64_t count = shape_numel(batch);
-  dispatch_float("matmul", a.dtype(), [&](auto t) {
-    using T = decltype(t);
-    for (int64_t i = 0; i < count; ++i) {
-      int64_t oa = 0, ob = 0, rest = i;  // element offsets of batch item i
-      for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
-        int64_t idx = rest % batch[size_t(d)];
-        rest /= batch[size_t(d)];
-        oa += idx * a.stride(d);
-        ob += idx * b.stride(d);
-      }
-      cpu::gemm<T>(la.trans, lb.trans, n, m, k, 1.0, a.data<T>() + oa, la.ld, b.data<T>() + ob, lb.ld, 0.0,
-                   out.data<T>() + i * n * m, m);
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t oa = 0, ob = 0, rest = i;  // element offsets of batch item i
+    for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
+      int64_t idx = rest % batch[size_t(d)];
+      rest /= batch[size_t(d)];
+      oa += idx * a.stride(d);
+      ob += idx * b.stride(d);
     }
-  });
+    call_gemm("matmul", la.trans, lb.trans, n, m, k, 1.0, a, oa, la.ld, b, ob, lb.ld, 0.0, out, i * n * m, m);
+  }
   return out;
 }
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b) {
-  DType dt = compute_dtype(a.dtype());
+  DType dt = compute_dtype(a.dtype(), a.device());
   Tensor ac = a.dtype() == dt ? a.detach() : convert(a, dt);
   Tensor bc = b.dtype() == dt ? b.detach() : convert(b, dt);
   const int64_t n = a.size(-2), k = a.size(-1), m = b.size(-1);
@@ -90,7 +88,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  check_operands("matmul", {a, b});
+  check_operands("matmul", {a, b}, true, /*cuda_ok=*/true);
   VLP_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
             " and ", shape_str(b.shape()));
   VLP_CHECK(a.size(-1) == b.size(-2), "matmul: inner dims differ: ", shape_str(a.shape()), " @ ",
@@ -123,31 +121,28 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_operands("linear", {x, weight, bias});
+  check_operands("linear", {x, weight, bias}, true, /*cuda_ok=*/true);
   VLP_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", shape_str(weight.shape()));
   VLP_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),
             " does not end in the weight's in_features ", weight.size(1));
   VLP_CHECK(!bias.defined() || bias.shape() == Shape{weight.size(0)}, "linear: bias of shape ",
             shape_str(bias.shape()), " for ", weight.size(0), " output features");
   const int64_t in = weight.size(1), out = weight.size(0);
-  DType dt = compute_dtype(x.dtype());
+  DType dt = compute_dtype(x.dtype(), x.device());
   Tensor x2, w = weight.dtype() == dt ? weight.detach() : convert(weight, dt);
   {
     NoGradGuard no_grad;
     x2 = reshape(x.dtype() == dt ? x.detach() : convert(x, dt), {-1, in});
   }
   const int64_t rows = x2.size(0);
-  Tensor y2 = empty({rows, out}, dt);
+  Tensor y2 = empty({rows, out}, dt, x.device());
   if (bias.defined()) copy_(y2, bias);
   BlasMatrix lx = blas_layout(rows, in, x2.stride(0), x2.stride(1));
   if (!lx.ok) x2 = contiguous_raw(x2), lx = blas_layout(rows, in, x2.stride(0), x2.stride(1));
   BlasMatrix lw = blas_layout(out, in, w.stride(0), w.stride(1));
   if (!lw.ok) w = contiguous_raw(w), lw = blas_layout(out, in, w.stride(0), w.stride(1));
-  dispatch_float("linear", dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::gemm<T>(lx.trans, !lw.trans, rows, out, in, 1.0, x2.data<T>(), lx.ld, w.data<T>(), lw.ld,
-                 bias.defined() ? 1.0 : 0.0, y2.data<T>(), out);
-  });
+  call_gemm("linear", lx.trans, !lw.trans, rows, out, in, 1.0, x2, 0, lx.ld, w, 0, lw.ld, bias.defined() ? 1.0 : 0.0,
+            y2, 0, out);
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   out_shape.push_back(out);
   Tensor y = as_strided(y2, out_shape, contiguous_strides(out_shape), 0);
@@ -157,7 +152,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     n->save({n->needs_grad(1) ? x2 : Tensor(), n->needs_grad(0) ? w : Tensor()});
     Shape x_shape = x.shape();
     n->backward = [x_shape, out](Node& n, const Grads& grads) -> Grads {
-      Tensor g = reshape(convert(grads[0], compute_dtype(grads[0].dtype())), {-1, out});
+      Tensor g = reshape(convert(grads[0], compute_dtype(grads[0].dtype(), grads[0].device())), {-1, out});
       Tensor dx, dw, db;
       if (n.needs_grad(0)) dx = reshape(matmul(g, n.saved[1]), x_shape);
       if (n.needs_grad(1)) dw = matmul(transpose(g, 0, 1), n.saved[0]);

@@ -9,6 +9,7 @@
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "kernels/cpu/loss.h"
 
 namespace vlp {
@@ -29,7 +30,7 @@ T* optional_data_mut(const Tensor& t) {
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
                      const Tensor& sample_weight, Reduction reduction) {
   const char* op = "cross_entropy";
-  check_operands(op, {logits, sample_weight}, /*same_dtype=*/false);
+  check_operands(op, {logits, sample_weight}, /*same_dtype=*/false, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(logits.dtype()), op, ": logits must be a floating tensor, got ", logits.dtype());
   VLP_CHECK(logits.dim() == 2, op, ": logits must be [N, C], got shape ", shape_str(logits.shape()));
   const int64_t n = logits.size(0), c = logits.size(1);
@@ -55,17 +56,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
     ++count;
   }
 
-  const DType dt = compute_dtype(logits.dtype());
+  const Device dev = logits.device();
+  const DType dt = compute_dtype(logits.dtype(), dev);
   Tensor xc = convert(logits, dt);
   Tensor wc = sample_weight.defined() ? convert(sample_weight, dt) : Tensor();
   const bool weight_grad = any_requires_grad({sample_weight});
-  Tensor rows = empty({n}, DType::F64), lse = empty({n}, DType::F64);
-  Tensor raw = weight_grad ? empty({n}, DType::F64) : Tensor();
-  dispatch_float(op, dt, [&](auto tag) {
-    using T = decltype(tag);
-    cpu::cross_entropy_forward<T>(xc.data<T>(), t, optional_data<T>(wc), n, c, ignore_index, label_smoothing,
-                                  rows.data<double>(), lse.data<double>(), optional_data_mut<double>(raw));
-  });
+  const DType st = norm_stats_dtype(dev);  // F64 on the CPU, F32 on CUDA
+  Tensor rows = empty({n}, st, dev), lse = empty({n}, st, dev);
+  Tensor raw = weight_grad ? empty({n}, st, dev) : Tensor();
+  call_cross_entropy_forward(op, xc, tgt, wc, ignore_index, label_smoothing, rows, lse, raw);
 
   Tensor out;
   double scale = 1.0;  // d(output)/d(row loss) apart from the incoming gradient
@@ -73,10 +72,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
     out = convert(rows, logits.dtype());
   } else {
     double total = 0.0;
-    const double* r = rows.data<double>();
-    for (int64_t i = 0; i < n; ++i) total += r[i];
+    const std::vector<double> r = to_vector(rows);  // in row order, in double, on every device
+    for (int64_t i = 0; i < n; ++i) total += r[size_t(i)];
     if (reduction == Reduction::Mean) scale = count > 0 ? 1.0 / double(count) : 0.0;
-    out = scalar_tensor(total * scale, logits.dtype());
+    out = scalar_tensor(total * scale, logits.dtype(), dev);
   }
 
   if (Node* node = record(op, {logits, sample_weight}, {&out})) {
@@ -87,16 +86,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
     node->backward = [op, dt, n, c, ignore_index, label_smoothing, stride, scale](Node& node,
                                                                                  const Grads& g) -> Grads {
       Tensor dy = convert(g[0], dt);
-      Tensor dx = node.needs_grad(0) ? empty({n, c}, dt) : Tensor();
-      Tensor dw = node.needs_grad(1) ? empty({n}, dt) : Tensor();
+      Tensor dx = node.needs_grad(0) ? empty({n, c}, dt, dy.device()) : Tensor();
+      Tensor dw = node.needs_grad(1) ? empty({n}, dt, dy.device()) : Tensor();
       const auto& s = node.saved;
-      dispatch_float(op, dt, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::cross_entropy_backward<T>(optional_data<T>(s[1]), s[0].data<int64_t>(), optional_data<T>(s[3]),
-                                       optional_data<double>(s[2]), optional_data<double>(s[4]), dy.data<T>(),
-                                       stride, scale, n, c, ignore_index, label_smoothing,
-                                       optional_data_mut<T>(dx), optional_data_mut<T>(dw));
-      });
+      call_cross_entropy_backward(op, s[1], s[0], s[3], s[2], s[4], dy, stride, scale, c, ignore_index,
+                                  label_smoothing, dx, dw);
       return {dx, dw};
     };
   }

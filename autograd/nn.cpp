@@ -1,4 +1,6 @@
-// Differentiable NN ops over kernels/cpu/{softmax,norm,embedding,random}. Inputs of any layout are
+// Differentiable NN ops over kernels/cpu/{softmax,norm,embedding,random} (and their kernels/cuda
+// counterparts for CUDA tensors, through autograd/kernel_calls; on CUDA BF16 is computed as it is and the
+// norm statistics are F32). Inputs of any layout are
 // copied to contiguous compute-dtype buffers (BF16/F16 computed in F32, the result converted back);
 // backward works in the compute dtype and the engine converts the gradient to the input's dtype.
 //
@@ -13,6 +15,7 @@
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/random.h"
@@ -39,7 +42,7 @@ int64_t leading_rows(const Tensor& x) {
 }
 
 Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
-  check_operands(name, {x});
+  check_operands(name, {x}, true, /*cuda_ok=*/true);
   check_floating(name, x, "input");
   // A 0-dim tensor is one row of one element (dim 0 or -1, as PyTorch allows).
   int64_t outer = 1, n = 1, inner = 1;
@@ -49,23 +52,17 @@ Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
     dim = x.wrap_dim(dim);
     for (int64_t d = 0; d < x.dim(); ++d) (d < dim ? outer : d == dim ? n : inner) *= x.size(d);
   }
-  const DType dt = compute_dtype(x.dtype());
+  const DType dt = compute_dtype(x.dtype(), x.device());
   Tensor xc = convert(x, dt);
-  Tensor y = empty(x.shape(), dt);
-  dispatch_float(name, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::softmax_forward<T>(xc.data<T>(), y.data<T>(), outer, n, inner, log);
-  });
+  Tensor y = empty(x.shape(), dt, x.device());
+  call_softmax_forward(name, xc, y, outer, n, inner, log);
   Tensor out = restore_dtype(y, x.dtype());
   if (Node* node = record(name, {x}, {&out})) {
     node->save({y});
     node->backward = [name, dt, outer, n, inner, log](Node& node, const Grads& g) -> Grads {
       Tensor dy = incoming(g[0], dt);
-      Tensor dx = empty(dy.shape(), dt);
-      dispatch_float(name, dt, [&](auto t) {
-        using T = decltype(t);
-        cpu::softmax_backward<T>(node.saved[0].data<T>(), dy.data<T>(), dx.data<T>(), outer, n, inner, log);
-      });
+      Tensor dx = empty(dy.shape(), dt, dy.device());
+      call_softmax_backward(name, node.saved[0], dy, dx, outer, n, inner, log);
       return {dx};
     };
   }
@@ -81,11 +78,6 @@ void check_affine(const char* op, const Tensor& p, const char* what, const Tenso
 
 Tensor optional_convert(const Tensor& t, DType dt) { return t.defined() ? convert(t, dt) : Tensor(); }
 
-template <class T>
-const T* optional_data(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_op("softmax", x, dim, /*log=*/false); }
@@ -93,21 +85,18 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_op("log_softma
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   const char* op = "layer_norm";
-  check_operands(op, {x, weight, bias});
+  check_operands(op, {x, weight, bias}, true, /*cuda_ok=*/true);
   check_floating(op, x, "input");
   VLP_CHECK(x.dim() >= 1, op, ": input must have at least 1 dim, got a 0-dim tensor");
   VLP_CHECK(eps >= 0.0, op, ": eps must be non-negative, got ", eps);
   check_affine(op, weight, "weight", x);
   check_affine(op, bias, "bias", x);
-  const DType dt = compute_dtype(x.dtype());
+  const DType dt = compute_dtype(x.dtype(), x.device());
   const int64_t rows = leading_rows(x), d = x.size(-1);
   Tensor xc = convert(x, dt), wc = optional_convert(weight, dt), bc = optional_convert(bias, dt);
-  Tensor y = empty(x.shape(), dt), mean = empty({rows}, DType::F64), rstd = empty({rows}, DType::F64);
-  dispatch_float(op, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::layer_norm_forward<T>(xc.data<T>(), optional_data<T>(wc), optional_data<T>(bc), y.data<T>(),
-                               mean.data<double>(), rstd.data<double>(), rows, d, eps);
-  });
+  const DType st = norm_stats_dtype(x.device());
+  Tensor y = empty(x.shape(), dt, x.device()), mean = empty({rows}, st, x.device()), rstd = empty({rows}, st, x.device());
+  call_layer_norm_forward(op, xc, wc, bc, y, mean, rstd, rows, d, eps);
   Tensor out = restore_dtype(y, x.dtype());
   if (Node* node = record(op, {x, weight, bias}, {&out})) {
     const bool stats = node->needs_grad(0) || node->needs_grad(1);
@@ -116,16 +105,11 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     node->backward = [op, dt, rows, d](Node& node, const Grads& g) -> Grads {
       Tensor dy = incoming(g[0], dt);
       const Tensor &xs = node.saved[0], &ms = node.saved[1], &rs = node.saved[2], &ws = node.saved[3];
-      Tensor dx = node.needs_grad(0) ? empty(dy.shape(), dt) : Tensor();
-      Tensor dw = node.needs_grad(1) ? empty({d}, dt) : Tensor();
-      Tensor db = node.needs_grad(2) ? empty({d}, dt) : Tensor();
-      dispatch_float(op, dt, [&](auto t) {
-        using T = decltype(t);
-        cpu::layer_norm_backward<T>(optional_data<T>(xs), optional_data<double>(ms), optional_data<double>(rs),
-                                    optional_data<T>(ws), dy.data<T>(), dx.defined() ? dx.data<T>() : nullptr,
-                                    dw.defined() ? dw.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr,
-                                    rows, d);
-      });
+      const Device dev = dy.device();
+      Tensor dx = node.needs_grad(0) ? empty(dy.shape(), dt, dev) : Tensor();
+      Tensor dw = node.needs_grad(1) ? empty({d}, dt, dev) : Tensor();
+      Tensor db = node.needs_grad(2) ? empty({d}, dt, dev) : Tensor();
+      call_layer_norm_backward(op, xs, ms, rs, ws, dy, dx, dw, db, rows, d);
       return {dx, dw, db};
     };
   }
@@ -134,33 +118,24 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const char* op = "rms_norm";
-  check_operands(op, {x, weight});
+  check_operands(op, {x, weight}, true, /*cuda_ok=*/true);
   check_floating(op, x, "input");
   VLP_CHECK(x.dim() >= 1, op, ": input must have at least 1 dim, got a 0-dim tensor");
   VLP_CHECK(eps >= 0.0, op, ": eps must be non-negative, got ", eps);
   check_affine(op, weight, "weight", x);
-  const DType dt = compute_dtype(x.dtype());
+  const DType dt = compute_dtype(x.dtype(), x.device());
   const int64_t rows = leading_rows(x), d = x.size(-1);
   Tensor xc = convert(x, dt), wc = optional_convert(weight, dt);
-  Tensor y = empty(x.shape(), dt), rstd = empty({rows}, DType::F64);
-  dispatch_float(op, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::rms_norm_forward<T>(xc.data<T>(), optional_data<T>(wc), y.data<T>(), rstd.data<double>(), rows, d, eps);
-  });
+  Tensor y = empty(x.shape(), dt, x.device()), rstd = empty({rows}, norm_stats_dtype(x.device()), x.device());
+  call_rms_norm_forward(op, xc, wc, y, rstd, rows, d, eps);
   Tensor out = restore_dtype(y, x.dtype());
   if (Node* node = record(op, {x, weight}, {&out})) {
     node->save({xc, rstd, node->needs_grad(0) ? wc : Tensor()});
     node->backward = [op, dt, rows, d](Node& node, const Grads& g) -> Grads {
       Tensor dy = incoming(g[0], dt);
-      Tensor dx = node.needs_grad(0) ? empty(dy.shape(), dt) : Tensor();
-      Tensor dw = node.needs_grad(1) ? empty({d}, dt) : Tensor();
-      dispatch_float(op, dt, [&](auto t) {
-        using T = decltype(t);
-        cpu::rms_norm_backward<T>(node.saved[0].data<T>(), node.saved[1].data<double>(),
-                                  optional_data<T>(node.saved[2]), dy.data<T>(),
-                                  dx.defined() ? dx.data<T>() : nullptr, dw.defined() ? dw.data<T>() : nullptr,
-                                  rows, d);
-      });
+      Tensor dx = node.needs_grad(0) ? empty(dy.shape(), dt, dy.device()) : Tensor();
+      Tensor dw = node.needs_grad(1) ? empty({d}, dt, dy.device()) : Tensor();
+      call_rms_norm_backward(op, node.saved[0], node.saved[1], node.saved[2], dy, dx, dw, rows, d);
       return {dx, dw};
     };
   }
@@ -169,7 +144,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const char* op = "embedding";
-  check_operands(op, {weight});
+  check_operands(op, {weight}, true, /*cuda_ok=*/true);
   VLP_CHECK(weight.dim() == 2, op, ": weight must be [num_embeddings, dim], got shape ", shape_str(weight.shape()));
   Tensor idx = index_as_i64(op, ids);
   const int64_t vocab = weight.size(0), d = weight.size(1), n = idx.numel();
@@ -186,20 +161,16 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   Tensor w = contiguous_raw(weight);
   Shape out_shape = idx.shape();
   out_shape.push_back(d);
-  Tensor out = empty(out_shape, weight.dtype());
-  cpu::embedding_forward(w.data_ptr(), d * int64_t(w.element_size()), id, n, out.data_ptr());
+  Tensor out = empty(out_shape, weight.dtype(), weight.device());
+  call_embedding_forward(op, w, idx, out);
   if (Node* node = record(op, {weight}, {&out})) {
     node->save({idx});
     node->backward = [op, vocab, d](Node& node, const Grads& g) -> Grads {
       const Tensor& saved_ids = node.saved[0];
-      const DType dt = compute_dtype(g[0].dtype());
+      const DType dt = compute_dtype(g[0].dtype(), g[0].device());
       Tensor dy = incoming(g[0], dt);
-      Tensor dw = empty({vocab, d}, dt);
-      dispatch_float(op, dt, [&](auto t) {
-        using T = decltype(t);
-        cpu::embedding_backward<T>(dy.data<T>(), saved_ids.data<int64_t>(), saved_ids.numel(), vocab, d,
-                                   dw.data<T>());
-      });
+      Tensor dw = empty({vocab, d}, dt, dy.device());
+      call_embedding_backward(op, dy, saved_ids, dw);
       return {dw};
     };
   }
@@ -214,26 +185,20 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   VLP_CHECK(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p,
             p == 1.0 ? " (p = 1 would drop every element; remove the layer or use p < 1)" : "");
   if (!training || p == 0.0) return x;
-  check_operands(op, {x});
+  check_operands(op, {x}, true, /*cuda_ok=*/true);
   check_floating(op, x, "input");
   Generator& g = gen ? *gen : default_generator();
   const uint64_t seed = g.seed, offset = g.take(x.numel());
-  const DType dt = compute_dtype(x.dtype());
+  const DType dt = compute_dtype(x.dtype(), x.device());
   Tensor xc = convert(x, dt);  // row-major order: element i of the mask is element i of x in that order
-  Tensor y = empty(x.shape(), dt);
-  dispatch_float(op, dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::dropout<T>(xc.data<T>(), y.data<T>(), y.numel(), p, seed, offset);
-  });
+  Tensor y = empty(x.shape(), dt, x.device());
+  call_dropout(op, xc, y, p, seed, offset);
   Tensor out = restore_dtype(y, x.dtype());
   if (Node* node = record(op, {x}, {&out})) {
     node->backward = [op, dt, p, seed, offset](Node&, const Grads& g) -> Grads {
       Tensor dy = incoming(g[0], dt);
-      Tensor dx = empty(dy.shape(), dt);
-      dispatch_float(op, dt, [&](auto t) {
-        using T = decltype(t);
-        cpu::dropout<T>(dy.data<T>(), dx.data<T>(), dx.numel(), p, seed, offset);
-      });
+      Tensor dx = empty(dy.shape(), dt, dy.device());
+      call_dropout(op, dy, dx, p, seed, offset);
       return {dx};
     };
   }

@@ -7,6 +7,7 @@
 #include "autograd/dispatch.h"
 #include "autograd/elementwise.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "autograd/views.h"
 #include "kernels/cpu/reduce.h"
 
@@ -50,7 +51,7 @@ void split_sizes(const Shape& shape, int64_t first, int64_t last, int64_t* outer
 // Sum of a contiguous compute-dtype tensor over sorted dims, in the keepdim shape.
 Tensor sum_kernel(Tensor x, const Shape& dims) {
   if (dims.empty()) {  // a 0-dim tensor: the sum is a copy
-    Tensor y = empty(x.shape(), x.dtype());
+    Tensor y = empty(x.shape(), x.dtype(), x.device());
     copy_(y, x);
     return y;
   }
@@ -62,11 +63,8 @@ Tensor sum_kernel(Tensor x, const Shape& dims) {
     int64_t outer, n, inner;
     split_sizes(shape, first, last, &outer, &n, &inner);
     for (int64_t d = first; d <= last; ++d) shape[size_t(d)] = 1;
-    Tensor y = empty(shape, x.dtype());
-    dispatch_float("sum", x.dtype(), [&](auto t) {
-      using T = decltype(t);
-      cpu::sum_dim<T>(x.data<T>(), y.data<T>(), outer, n, inner);
-    });
+    Tensor y = empty(shape, x.dtype(), x.device());
+    call_sum_dim("sum", x, y, outer, n, inner);
     x = y;
   }
   return x;
@@ -75,10 +73,10 @@ Tensor sum_kernel(Tensor x, const Shape& dims) {
 }  // namespace
 
 Tensor sum(const Tensor& x, const Shape& dims_in, bool keepdim) {
-  check_operands("sum", {x});
+  check_operands("sum", {x}, true, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(x.dtype()), "sum: needs a floating tensor, got ", x.dtype(), "; convert it with vlp::to");
   Shape dims = normalize_dims(x, dims_in);
-  Tensor y = sum_kernel(convert(x, compute_dtype(x.dtype())), dims);
+  Tensor y = sum_kernel(convert(x, compute_dtype(x.dtype(), x.device())), dims);
   Shape out_shape = keepdim ? kept_shape(x.shape(), dims) : dropped_shape(x.shape(), dims);
   y = as_strided(y, out_shape, contiguous_strides(out_shape), 0);
   if (y.dtype() != x.dtype()) y = convert(y, x.dtype());

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdlib>
 
+#include "runtime/device_copy.h"
 #include "runtime/error.h"
 
 namespace vlp {
@@ -47,7 +48,12 @@ void account(Device d, int64_t delta) {
 
 }  // namespace
 
-Allocator* get_allocator(Device device) { return state(device).allocator; }
+Allocator* get_allocator(Device device) {
+  DeviceState& s = state(device);
+  // A GPU gets the CUDA backend's allocator on first use (nullptr without the backend or the device).
+  if (!s.allocator && device.is_cuda()) s.allocator = cuda_default_allocator(device.index);
+  return s.allocator;
+}
 void set_allocator(Device device, Allocator* allocator) { state(device).allocator = allocator; }
 
 MemoryStats memory_stats(Device device) {

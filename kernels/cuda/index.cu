@@ -1,0 +1,167 @@
+// max/argmax along a dim and its scatter, index_select and a deterministic index_add (see index.h). One
+// thread per output element; index_add groups the index positions by target row on the host (a stable
+// counting sort), so each output element sums its contributions in index order without atomics.
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/cuda/allocator.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/index.h"
+#include "kernels/cuda/nvtx.h"
+#include "kernels/cuda/runtime.h"
+
+namespace vlp::cuda {
+
+namespace {
+
+template <class T>
+__global__ void max_dim_kernel(const T* x, T* y, int64_t* idx, int64_t outer, int64_t n, int64_t inner) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < outer * inner;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = c / inner, i = c % inner;
+    const T* p = x + o * n * inner + i;
+    float best = to_float(p[0]);
+    int64_t at = 0;
+    for (int64_t j = 1; j < n && !isnan(best); ++j) {
+      const float v = to_float(p[j * inner]);
+      if (v > best || isnan(v)) best = v, at = j;
+    }
+    y[c] = p[at * inner];
+    idx[c] = at;
+  }
+}
+
+template <class T>
+__global__ void scatter_dim_kernel(const T* g, const int64_t* idx, T* dx, int64_t outer, int64_t n, int64_t inner) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < outer * inner;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = c / inner, i = c % inner, j = idx[c];
+    if (j < 0 || j >= n) continue;
+    T* d = dx + (o * n + j) * inner + i;
+    *d = from_float<T>(to_float(*d) + to_float(g[c]));
+  }
+}
+
+template <class W>
+__global__ void index_select_kernel(const W* x, const int64_t* index, W* out, int64_t outer, int64_t n, int64_t m,
+                                    int64_t inner) {
+  const int64_t total = outer * m * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % inner, r = (e / inner) % m, o = e / (inner * m), row = index[r];
+    out[e] = row >= 0 && row < n ? x[(o * n + row) * inner + i] : W{};
+  }
+}
+
+// Element (o, u, i): dx[o, target[u], i] += sum over k in [start[u], start[u+1]) of g[o, order[k], i].
+template <class T>
+__global__ void index_add_kernel(const T* g, const int64_t* order, const int64_t* start, const int64_t* target,
+                                 int64_t num_targets, T* dx, int64_t outer, int64_t n, int64_t m, int64_t inner) {
+  const int64_t total = outer * num_targets * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % inner, u = (e / inner) % num_targets, o = e / (inner * num_targets);
+    float s = 0.f;
+    for (int64_t k = start[u]; k < start[u + 1]; ++k) s += to_float(g[(o * m + order[k]) * inner + i]);
+    T* d = dx + (o * n + target[u]) * inner + i;
+    *d = from_float<T>(to_float(*d) + s);
+  }
+}
+
+template <class Fn>
+void by_dtype(EwDType dt, Fn&& fn) {
+  if (dt == EwDType::F32) fn(float{});
+  else fn(__nv_bfloat16{});
+}
+
+}  // namespace
+
+void max_dim(EwDType dt, const void* x, void* y, int64_t* idx, int64_t outer, int64_t n, int64_t inner,
+             cudaStream_t stream) {
+  if (outer * inner == 0 || n == 0) return;
+  by_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    max_dim_kernel<T><<<grid_for(outer * inner, 128), 128, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                                         idx, outer, n, inner);
+  });
+  check_launch("max_dim");
+}
+
+void scatter_dim(EwDType dt, const void* g, const int64_t* idx, void* dx, int64_t outer, int64_t n, int64_t inner,
+                 cudaStream_t stream) {
+  if (outer * inner == 0) return;
+  by_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    scatter_dim_kernel<T><<<grid_for(outer * inner, 128), 128, 0, stream>>>(static_cast<const T*>(g), idx,
+                                                                             static_cast<T*>(dx), outer, n, inner);
+  });
+  check_launch("scatter_dim");
+}
+
+void index_select(int elem_size, const void* x, const int64_t* index, void* out, int64_t outer, int64_t n, int64_t m,
+                  int64_t inner, cudaStream_t stream) {
+  const int64_t total = outer * m * inner;
+  if (total == 0) return;
+  const unsigned grid = grid_for(total, 256);
+  switch (elem_size) {
+    case 1:
+      index_select_kernel<uint8_t><<<grid, 256, 0, stream>>>(static_cast<const uint8_t*>(x), index,
+                                                             static_cast<uint8_t*>(out), outer, n, m, inner);
+      break;
+    case 2:
+      index_select_kernel<uint16_t><<<grid, 256, 0, stream>>>(static_cast<const uint16_t*>(x), index,
+                                                              static_cast<uint16_t*>(out), outer, n, m, inner);
+      break;
+    case 4:
+      index_select_kernel<uint32_t><<<grid, 256, 0, stream>>>(static_cast<const uint32_t*>(x), index,
+                                                              static_cast<uint32_t*>(out), outer, n, m, inner);
+      break;
+    case 8:
+      index_select_kernel<uint64_t><<<grid, 256, 0, stream>>>(static_cast<const uint64_t*>(x), index,
+                                                              static_cast<uint64_t*>(out), outer, n, m, inner);
+      break;
+    default: throw std::runtime_error("cuda index_select: element size must be 1, 2, 4 or 8");
+  }
+  check_launch("index_select");
+}
+
+void index_add(EwDType dt, const void* g, const int64_t* index, void* dx, int64_t outer, int64_t n, int64_t m,
+               int64_t inner, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::index_add");
+  if (outer * m * inner == 0) return;
+  std::vector<int64_t> idx(static_cast<size_t>(m));
+  check(cudaMemcpyAsync(idx.data(), index, size_t(m) * sizeof(int64_t), cudaMemcpyDeviceToHost, stream), "index_add ids");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  std::vector<int64_t> count(static_cast<size_t>(n), 0), slot(static_cast<size_t>(n), 0), target, start(1, 0);
+  for (int64_t r : idx)
+    if (r >= 0 && r < n) count[size_t(r)]++;
+  for (int64_t r = 0; r < n; ++r) {
+    if (count[size_t(r)] == 0) continue;
+    slot[size_t(r)] = start.back();
+    target.push_back(r);
+    start.push_back(start.back() + count[size_t(r)]);
+  }
+  if (target.empty()) return;
+  std::vector<int64_t> packed(static_cast<size_t>(start.back()));
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t r = idx[size_t(k)];
+    if (r >= 0 && r < n) packed[size_t(slot[size_t(r)]++)] = k;
+  }
+  const size_t n_order = packed.size();
+  packed.insert(packed.end(), start.begin(), start.end());
+  packed.insert(packed.end(), target.begin(), target.end());
+  DeviceBuffer buf(packed.size() * sizeof(int64_t), current_device(), stream);
+  check(cudaMemcpyAsync(buf.ptr, packed.data(), packed.size() * sizeof(int64_t), cudaMemcpyHostToDevice, stream),
+        "index_add upload");
+  const int64_t* d_order = static_cast<const int64_t*>(buf.ptr);
+  const int64_t* d_start = d_order + n_order;
+  const int64_t* d_target = d_start + start.size();
+  const int64_t num_targets = int64_t(target.size());
+  by_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    index_add_kernel<T><<<grid_for(outer * num_targets * inner, 256), 256, 0, stream>>>(
+        static_cast<const T*>(g), d_order, d_start, d_target, num_targets, static_cast<T*>(dx), outer, n, m, inner);
+  });
+  check_launch("index_add");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");  // `packed` is freed on return
+}
+
+}  // namespace vlp::cuda
