@@ -138,6 +138,14 @@ Tensor GPT2Model::forward(const GPT2Input& input, DecoderCache* cache, const For
             config.n_positions);
   Tensor position_ids = input.position_ids.defined() && T2 == T ? input.position_ids
                                                                  : positions_from(prefix + past, T2, embeds.device());
+  // Given positions count real tokens (generate derives them from the padding mask); PEFT prepends the prefix's
+  // ones to that mask, so they start after the prefix too.
+  if (prefix > 0 && input.position_ids.defined() && T2 == T)
+  {
+    std::vector<int64_t> shifted;
+    for (double p : to_vector(position_ids)) shifted.push_back(int64_t(p) + prefix);
+    position_ids = from_data<int64_t>(shifted, position_ids.shape(), position_ids.device());
+  }
   Tensor hidden = embeds + wpe.forward(position_ids);
   if (input.token_type_ids.defined()) {
     VLP_CHECK(T2 == T, "GPT2Model: token_type_ids cannot be combined with an input site that inserts positions");

@@ -205,7 +205,10 @@ TEST(Vpt, ShallowAndDeepInsertPromptsAfterCls) {
     size_t prompts = 0;
     for (auto& [n, p] : m.module().named_parameters()) {
       EXPECT_EQ(p.requires_grad(), n.find(".adapters.default.prompt") != std::string::npos) << n;
-      if (n.find(".adapters.default.prompt") != std::string::npos) ++prompts, EXPECT_EQ(p.size(0), 3);
+      if (n.find(".adapters.default.prompt") != std::string::npos) {
+        ++prompts;
+        EXPECT_EQ(p.size(0), 3);
+      }
     }
     EXPECT_EQ(prompts, deep ? size_t(L) : 1u);
     auto o = m.vit->forward(pixels);
@@ -246,7 +249,8 @@ TEST(Vpt, DeepReplacesThePromptSlots) {
   std::vector<double> v = to_vector(out);
   EXPECT_EQ(std::vector<double>(v.begin(), v.begin() + 4), (std::vector<double>{0, 1, 2, 3}));
   EXPECT_EQ(std::vector<double>(v.begin() + 4, v.begin() + 12), (std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8}));
-  EXPECT_EQ(std::vector<double>(v.begin() + 12, v.end()), std::vector<double>(to_vector(h).begin() + 12, to_vector(h).end()));
+  std::vector<double> hv = to_vector(h);
+  EXPECT_EQ(std::vector<double>(v.begin() + 12, v.end()), std::vector<double>(hv.begin() + 12, hv.end()));
   peft::VisualPromptAdapter ins(2, 4, false);
   Tensor m2 = ones({1, 6}, DType::I64);
   EXPECT_EQ(ins.forward(h, m2, {}).size(1), 8);
