@@ -1,6 +1,7 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
 #include "models/peft/adalora.h"
+#include "models/peft/adaption_prompt.h"
 #include "models/peft/ia3.h"
 #include "models/peft/ln_tuning.h"
 #include "models/peft/lora.h"
@@ -58,6 +59,9 @@ const char* kPrefixTuningDefaults = R"({"auto_mapping": null, "base_model_name_o
  "num_attention_heads": null, "num_layers": null, "num_transformer_submodules": null, "num_virtual_tokens": null,
  "peft_type": "PREFIX_TUNING", "peft_version": "0.21.2", "prefix_projection": false, "revision": null,
  "task_type": null, "token_dim": null})";
+const char* kAdaptionPromptDefaults = R"({"adapter_layers": null, "adapter_len": null, "auto_mapping": null,
+ "base_model_name_or_path": null, "inference_mode": false, "peft_type": "ADAPTION_PROMPT", "peft_version": "0.21.2",
+ "revision": null, "target_modules": null, "task_type": null})";
 }  // namespace
 
 const std::vector<PeftMethod>& all_methods() {
@@ -71,6 +75,8 @@ const std::vector<PeftMethod>& all_methods() {
       {"P_TUNING", attach_p_tuning, prompt_file_key, kPTuningDefaults, prompt_prepare_save},
       {"PREFIX_TUNING", attach_prefix_tuning, prompt_file_key, kPrefixTuningDefaults, prompt_prepare_save},
       {"VLPEFT_VPT", attach_vpt},
+      {"ADAPTION_PROMPT", attach_adaption_prompt, adaption_prompt_file_key, kAdaptionPromptDefaults,
+       adaption_prompt_prepare_save},
   };
   return methods;
 }

@@ -9,6 +9,7 @@
 
 #include "autograd/optim.h"
 #include "models/generate.h"
+#include "models/peft/adaption_prompt.h"
 #include "models/peft/prefix_tuning.h"
 #include "models/peft/prompt_tuning.h"
 #include "models/peft/vpt.h"
@@ -189,6 +190,53 @@ TEST(PromptMethods, ConfigErrorsNameTheField) {
   test::TinyModel t5("t5");
   j = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 2}};
   EXPECT_THROW(peft::add_adapter(t5.module(), peft::parse_peft_config(j)), Error);
+}
+
+// Adaption prompt (HF's GPT-2 variant): PEFT's adapter (gate non-zero) gives its logits, loss and gradients;
+// a fresh adapter (gate 0) is exactly the base model; files written here have PEFT's keys and config fields.
+TEST(AdaptionPrompt, MatchesPeftAndIsANoOpAtStepZero) {
+  const std::string dir = prompt_fixture_dir("gpt2_adaption_prompt");
+  test::TinyModel m("gpt2");
+  Tensor base = forward(m, 0).logits;
+  peft::PeftConfig config = peft::load_adapter(m.module(), dir);
+  auto fx = test::read_tensors(dir + "/fixture.safetensors");
+  Out out = forward(m, 0);
+  EXPECT_TRUE(close_to_scale(out.logits, fx.at("logits"), 1e-5));
+  EXPECT_NEAR(out.loss.item(), fx.at("loss").item(), 1e-5 * std::abs(fx.at("loss").item()));
+  backward(out.loss);
+  auto sd = peft::adapter_state_dict(m.module(), "default");
+  EXPECT_EQ(sd.size(), 2u);
+  for (auto& [key, t] : sd) {
+    ASSERT_TRUE(fx.count("grad." + key)) << key;
+    EXPECT_TRUE(close_in_norm(t.grad(), fx.at("grad." + key), 1e-4, 1e-7)) << key;
+  }
+  const auto out_dir = std::filesystem::path(VLP_BINARY_DIR) / "peft_prompts_written" / "gpt2_adaption_prompt";
+  std::filesystem::remove_all(out_dir);
+  peft::save_adapter(m.module(), config, "default", out_dir.string());
+  auto mine = test::read_tensors((out_dir / "adapter_model.safetensors").string());
+  auto theirs = test::read_tensors(dir + "/adapter_model.safetensors");
+  ASSERT_EQ(mine.size(), theirs.size());
+  for (auto& [k, t] : theirs) {
+    ASSERT_TRUE(mine.count(k)) << k;
+    EXPECT_TRUE(close_to_scale(mine.at(k), t, 0)) << k;
+  }
+  nlohmann::json a = nlohmann::json::parse(test::read_text((out_dir / "adapter_config.json").string()));
+  nlohmann::json b = nlohmann::json::parse(test::read_text(dir + "/adapter_config.json"));
+  EXPECT_EQ(a, b);
+
+  test::TinyModel fresh("gpt2");
+  nlohmann::json j = {{"peft_type", "ADAPTION_PROMPT"}, {"task_type", "CAUSAL_LM"}, {"adapter_len", 4}, {"adapter_layers", 2}};
+  peft::add_adapter(fresh.module(), peft::parse_peft_config(j), "default", 11);
+  Out zero = forward(fresh, 0);
+  EXPECT_TRUE(close_to_scale(zero.logits, base, 0));  // gate 0: exactly the base model
+  backward(zero.loss);
+  size_t gates = 0;
+  for (auto& [n, p] : fresh.module().named_parameters())
+    if (n.find("adaption_gate") != std::string::npos) {
+      ++gates;
+      EXPECT_GT(std::abs(to_vector(p.grad())[0]), 0.0) << n;  // the gate learns from step 0
+    }
+  EXPECT_EQ(gates, 2u);
 }
 
 // VPT on the tiny ViT: the right number of positions inserted, CLS still at 0 (the classifier reads it), patch

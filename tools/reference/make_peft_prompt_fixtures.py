@@ -19,7 +19,7 @@ Run:  /work/main/tools/reference/.venv/bin/python tools/reference/make_peft_prom
 import os
 
 import torch
-from peft import PeftModel, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
+from peft import AdaptionPromptConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel, T5ForConditionalGeneration
 
@@ -37,6 +37,35 @@ CASES = {
     "t5_prompt_tuning": lambda: PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3),
     "t5_p_tuning": lambda: PromptEncoderConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=2, encoder_hidden_size=8),
 }
+
+
+# Adaption prompt (GPT-2 variant): adapter tensors are ordinary parameters; the gate is set non-zero.
+ADAPTION_CASE = "gpt2_adaption_prompt"
+
+
+def make_adaption_case():
+    torch.manual_seed(0)
+    model = get_peft_model(base("gpt2"), AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=2, adapter_layers=1))
+    gen = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=gen) * (0.8 if "gate" in name else 0.5))
+    model.eval()
+    out_dir = os.path.join(OUT, ADAPTION_CASE)
+    os.makedirs(out_dir, exist_ok=True)
+    model.peft_config["default"].base_model_name_or_path = "tests/fixtures/models/gpt2"
+    model.save_pretrained(out_dir)
+    os.remove(os.path.join(out_dir, "README.md"))
+    out = model(**batch("gpt2"))
+    out.loss.backward()
+    tensors = {"logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = name.replace(".default", "").replace("base_model.model.", "base_model.model.", 1)
+            tensors["grad." + key] = p.grad.detach().contiguous()
+    save_file(tensors, os.path.join(out_dir, "fixture.safetensors"))
+    print(ADAPTION_CASE, "ok", sorted(tensors))
 
 
 def model_of(case):
@@ -100,6 +129,7 @@ def make_case(case):
 def main():
     for case in CASES:
         make_case(case)
+    make_adaption_case()
 
 
 if __name__ == "__main__":
