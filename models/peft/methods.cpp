@@ -2,6 +2,7 @@
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
 #include "models/peft/adalora.h"
 #include "models/peft/adapter.h"
+#include "models/peft/adaption_prompt.h"
 #include "models/peft/boft.h"
 #include "models/peft/compacter.h"
 #include "models/peft/fourierft.h"
@@ -14,9 +15,13 @@
 #include "models/peft/lokr.h"
 #include "models/peft/lora.h"
 #include "models/peft/oft.h"
+#include "models/peft/p_tuning.h"
 #include "models/peft/peft.h"
+#include "models/peft/prefix_tuning.h"
+#include "models/peft/prompt_tuning.h"
 #include "models/peft/routing.h"
 #include "models/peft/vera.h"
+#include "models/peft/vpt.h"
 
 namespace vlp::peft {
 
@@ -87,6 +92,24 @@ const char* kBoftDefaults = R"({"auto_mapping": null, "base_model_name_or_path":
  "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": false, "init_weights": true,
  "layers_pattern": null, "layers_to_transform": null, "modules_to_save": null, "peft_type": "BOFT",
  "peft_version": "0.21.2", "revision": null, "target_modules": null, "task_type": null})";
+const char* kPromptTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null,
+ "inference_mode": false, "modules_to_save": null, "num_attention_heads": null, "num_layers": null,
+ "num_transformer_submodules": null, "num_virtual_tokens": null, "peft_type": "PROMPT_TUNING",
+ "peft_version": "0.21.2", "prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": null, "revision": null,
+ "task_type": null, "token_dim": null, "tokenizer_kwargs": null, "tokenizer_name_or_path": null})";
+const char* kPTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "encoder_dropout": 0.0,
+ "encoder_hidden_size": null, "encoder_num_layers": 2, "encoder_reparameterization_type": "MLP",
+ "inference_mode": false, "modules_to_save": null, "num_attention_heads": null, "num_layers": null,
+ "num_transformer_submodules": null, "num_virtual_tokens": null, "peft_type": "P_TUNING", "peft_version": "0.21.2",
+ "revision": null, "task_type": null, "token_dim": null})";
+const char* kPrefixTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null,
+ "encoder_hidden_size": null, "inference_mode": false, "init_weights": null, "modules_to_save": null,
+ "num_attention_heads": null, "num_layers": null, "num_transformer_submodules": null, "num_virtual_tokens": null,
+ "peft_type": "PREFIX_TUNING", "peft_version": "0.21.2", "prefix_projection": false, "revision": null,
+ "task_type": null, "token_dim": null})";
+const char* kAdaptionPromptDefaults = R"({"adapter_layers": null, "adapter_len": null, "auto_mapping": null,
+ "base_model_name_or_path": null, "inference_mode": false, "peft_type": "ADAPTION_PROMPT", "peft_version": "0.21.2",
+ "revision": null, "target_modules": null, "task_type": null})";
 }  // namespace
 
 const std::vector<PeftMethod>& all_methods() {
@@ -109,6 +132,12 @@ const std::vector<PeftMethod>& all_methods() {
       {"VLPEFT_ROUTED_LORA", attach_routed_lora},
       {"VLPEFT_ROUTED_ADAPTER", attach_routed_adapter},
       {"VLPEFT_FUSION", attach_fusion},
+      {"PROMPT_TUNING", attach_prompt_tuning, prompt_file_key, kPromptTuningDefaults, prompt_prepare_save},
+      {"P_TUNING", attach_p_tuning, prompt_file_key, kPTuningDefaults, prompt_prepare_save},
+      {"PREFIX_TUNING", attach_prefix_tuning, prompt_file_key, kPrefixTuningDefaults, prompt_prepare_save},
+      {"VLPEFT_VPT", attach_vpt},
+      {"ADAPTION_PROMPT", attach_adaption_prompt, adaption_prompt_file_key, kAdaptionPromptDefaults,
+       adaption_prompt_prepare_save},
   };
   return methods;
 }
