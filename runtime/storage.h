@@ -1,6 +1,13 @@
 // Storage: one block of device memory shared by every tensor that views it. Blocks come from a
 // per-device Allocator (pluggable: the CUDA backend installs a caching allocator) or wrap memory the
 // runtime does not own (a memory-mapped safetensors file), kept alive by `owner`.
+//
+// Host memory comes from a caching allocator: freed blocks go to per-size-class free lists and are
+// handed out again, so a training loop that allocates the same shapes every step stops calling
+// malloc/free for its large tensors (each of which glibc would mmap, fault in page by page, and
+// munmap again). Cached free bytes are capped at the peak of live bytes; release_cached_memory()
+// returns them to the system. VLP_CPU_ALLOCATOR=plain (read once, at first use) switches to plain
+// aligned_alloc/free, e.g. for memory checkers.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,9 +34,16 @@ struct MemoryStats {
   int64_t current_bytes = 0;
   int64_t peak_bytes = 0;
   int64_t num_allocations = 0;  // allocations since start (never reset)
+  // Host caching allocator only (0 elsewhere): bytes of freed blocks held for reuse, and how many
+  // allocations were served from them (since start).
+  int64_t cached_bytes = 0;
+  int64_t num_cache_hits = 0;
 };
 MemoryStats memory_stats(Device device);
 void reset_peak_memory(Device device);
+// Frees the blocks the host caching allocator holds for reuse (no effect with VLP_CPU_ALLOCATOR=plain
+// or another allocator installed).
+void release_cached_memory(Device device);
 
 struct Storage {
   void* data = nullptr;

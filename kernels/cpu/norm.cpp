@@ -1,5 +1,7 @@
 // LayerNorm and RMSNorm kernels. Rows are independent, so forward and dx run one row per iteration in
-// parallel, with row statistics accumulated in double. The parameter gradients are sums over rows: they
+// parallel, with row statistics accumulated in double over 8 interleaved partial sums (a fixed order, so
+// results do not depend on the thread count, and one the compiler can keep in vector registers instead
+// of waiting on one add chain). The parameter gradients are sums over rows: they
 // run in parallel over blocks of columns, each block summing its rows in order, so the result does not
 // depend on how many threads ran it.
 #include "kernels/cpu/norm.h"
@@ -14,6 +16,19 @@ namespace {
 constexpr int64_t kColumnBlock = 64;
 
 bool parallel_rows(int64_t rows, int64_t d) { return rows > 1 && rows * d > 16384; }
+
+// sum_j f(j) for j in [0, d) in double: partial sum k takes j = k, k + 8, ..., combined pairwise.
+template <class F>
+double row_sum(int64_t d, F f) {
+  constexpr int64_t kLanes = 8;
+  double acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= d; j += kLanes)
+    for (int64_t k = 0; k < kLanes; ++k) acc[k] += f(j + k);
+  double tail = 0.0;
+  for (; j < d; ++j) tail += f(j);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
 
 // out[j] = sum_r f(r, j) for j in [0, d), summed over r in order, in double; parallel over column blocks.
 template <class T, class F>
@@ -38,14 +53,12 @@ void layer_norm_forward(const T* x, const T* gamma, const T* beta, T* y, double*
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
     T* yr = y + r * d;
-    double s = 0.0;
-    for (int64_t j = 0; j < d; ++j) s += double(xr[j]);
-    const double mu = s / double(d);
-    double ss = 0.0;  // second pass on centred values: no cancellation when |mean| >> std
-    for (int64_t j = 0; j < d; ++j) {
+    const double mu = row_sum(d, [&](int64_t j) { return double(xr[j]); }) / double(d);
+    // second pass on centred values: no cancellation when |mean| >> std
+    const double ss = row_sum(d, [&](int64_t j) {
       const double c = double(xr[j]) - mu;
-      ss += c * c;
-    }
+      return c * c;
+    });
     const double inv = 1.0 / std::sqrt(ss / double(d) + eps);
     mean[r] = mu;
     rstd[r] = inv;
@@ -67,12 +80,9 @@ void layer_norm_backward(const T* x, const double* mean, const double* rstd, con
       const T* xr = x + r * d;
       const T* gr = dy + r * d;
       const double mu = mean[r], inv = rstd[r];
-      double sum_g = 0.0, sum_gx = 0.0;
-      for (int64_t j = 0; j < d; ++j) {
-        const double g = gamma ? double(gr[j]) * double(gamma[j]) : double(gr[j]);
-        sum_g += g;
-        sum_gx += g * (double(xr[j]) - mu) * inv;
-      }
+      auto g_at = [&](int64_t j) { return gamma ? double(gr[j]) * double(gamma[j]) : double(gr[j]); };
+      const double sum_g = row_sum(d, g_at);
+      const double sum_gx = row_sum(d, [&](int64_t j) { return g_at(j) * (double(xr[j]) - mu) * inv; });
       const double a = sum_g / double(d), b = sum_gx / double(d);
       for (int64_t j = 0; j < d; ++j) {
         const double g = gamma ? double(gr[j]) * double(gamma[j]) : double(gr[j]);
@@ -93,8 +103,7 @@ void rms_norm_forward(const T* x, const T* weight, T* y, double* rstd, int64_t r
 #pragma omp parallel for schedule(static) if (parallel_rows(rows, d))
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
-    double ss = 0.0;
-    for (int64_t j = 0; j < d; ++j) ss += double(xr[j]) * double(xr[j]);
+    const double ss = row_sum(d, [&](int64_t j) { return double(xr[j]) * double(xr[j]); });
     const double inv = 1.0 / std::sqrt(ss / double(d) + eps);
     rstd[r] = inv;
     for (int64_t j = 0; j < d; ++j) {
@@ -114,11 +123,10 @@ void rms_norm_backward(const T* x, const double* rstd, const T* weight, const T*
       const T* xr = x + r * d;
       const T* gr = dy + r * d;
       const double inv = rstd[r];
-      double sum_gx = 0.0;
-      for (int64_t j = 0; j < d; ++j) {
+      const double sum_gx = row_sum(d, [&](int64_t j) {
         const double g = weight ? double(gr[j]) * double(weight[j]) : double(gr[j]);
-        sum_gx += g * double(xr[j]);
-      }
+        return g * double(xr[j]);
+      });
       const double c = inv * inv * sum_gx / double(d);
       for (int64_t j = 0; j < d; ++j) {
         const double g = weight ? double(gr[j]) * double(weight[j]) : double(gr[j]);
