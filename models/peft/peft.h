@@ -55,6 +55,10 @@ struct PeftConfig {
 PeftConfig parse_peft_config(const nlohmann::json& j, const std::string& source = "PEFT config");
 PeftConfig load_peft_config(const std::string& path);
 
+// The defaults of spec/peft.md §5 for one column of the table ("lora" for LoRA and most methods, "ia3",
+// "ia3_feedforward", "ln_tuning", "adalora") and a backbone; {} where there is no default.
+std::vector<std::string> default_targets(const std::string& column, const std::string& backbone);
+
 // Which backbone a model is ("gpt2", "t5", "bart", "vit", "clip_vision", or "" when unknown); decides the
 // default targets of spec/peft.md §5.
 std::string backbone_kind(Module& model);
@@ -70,6 +74,22 @@ std::vector<std::pair<std::string, InputSite*>> input_sites(Module& model);
 // first ".<layers_pattern>.<digits>." segment (any "layers|h|layer|block|blocks" when no pattern given).
 bool name_matches_targets(const PeftConfig& config, const std::string& name,
                           const std::vector<std::string>& default_targets);
+
+// The Linear sites a config targets: name_matches_targets over linear_sites (adapter-internal layers and
+// modules_to_save never included; "all-linear" leaves out the output head lm_head / classifier). Throws,
+// naming the target fields, when nothing matched.
+std::vector<std::pair<std::string, Linear*>> select_linear_targets(Module& model, const PeftConfig& config,
+                                                                   const std::vector<std::string>& default_targets);
+// The same rule over any site list (sublayer, attention, input sites); an empty result is not an error.
+template <class Site>
+std::vector<std::pair<std::string, Site*>> select_targets(const PeftConfig& config,
+                                                          const std::vector<std::pair<std::string, Site*>>& sites,
+                                                          const std::vector<std::string>& default_targets) {
+  std::vector<std::pair<std::string, Site*>> out;
+  for (const auto& s : sites)
+    if (name_matches_targets(config, s.first, default_targets)) out.push_back(s);
+  return out;
+}
 
 // What a method needs to attach its modules.
 struct AttachContext {
@@ -90,13 +110,29 @@ struct PeftMethod {
   // Tensor names in adapter_model.safetensors for one of this method's parameter names (the model path
   // with the adapter name removed, spec §6.4); null = the default rule.
   std::string (*file_key)(const std::string& param_name, const std::string& adapter_name) = nullptr;
+  // HF PEFT's adapter_config.json fields with their defaults for this type (JSON text of the pinned
+  // peft's Config().to_dict()); save_adapter writes them under the config's own fields so the file has
+  // exactly HF's field set. Null = write the config's fields only.
+  const char* default_config = nullptr;
+  // Called by save_adapter only, on the config JSON and the tensors about to be written (keys as in the
+  // file): methods whose files differ from their live modules (AdaLoRA slices pruned ranks) adjust them here.
+  void (*prepare_save)(Module& model, const std::string& adapter_name, nlohmann::json& config,
+                       std::vector<std::pair<std::string, Tensor>>& tensors) = nullptr;
 };
 const PeftMethod& find_method(const std::string& peft_type);  // errors list the known types
 const std::vector<PeftMethod>& all_methods();
 
+// Conventions for method modules: parameters registered in an adapter module are trainable and saved;
+// frozen tensors an adapter must still save (VeRA's projections) are registered as buffers.
 // Attaches one named adapter and freezes everything but the trainable set of every adapter present.
+// As in HF PEFT, the first adapter of a model is active; later ones are added inactive (set_active_adapters).
 void add_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name = "default",
                  uint64_t seed = 0);
+// The config an adapter was added with (throws naming the adapter when absent); set_adapter_config replaces it
+// (methods that learn fields during training, e.g. AdaLoRA's rank_pattern).
+const PeftConfig& adapter_config(Module& model, const std::string& adapter_name);
+void set_adapter_config(Module& model, const std::string& adapter_name, const PeftConfig& config);
+std::vector<std::string> active_adapters(Module& model);
 void delete_adapter(Module& model, const std::string& adapter_name);
 // set_active_adapters({"a","b"}) activates exactly those; {} disables all (base model).
 void set_active_adapters(Module& model, const std::vector<std::string>& adapter_names);
@@ -121,6 +157,9 @@ ParamReport count_parameters(Module& model);
 // HF PEFT directory format: <dir>/adapter_config.json + adapter_model.safetensors (adapter "default"),
 // <dir>/<name>/... for the others. Written atomically; fp32.
 void save_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name, const std::string& dir);
+// The tensors save_adapter writes for one adapter (the model's own tensors, not copies), keyed as in
+// adapter_model.safetensors: adapter parameters and buffers, modules_to_save, biases per `bias`.
+std::vector<std::pair<std::string, Tensor>> adapter_state_dict(Module& model, const std::string& adapter_name);
 // Reads the config, attaches the adapter, loads its tensors; every mismatch named.
 PeftConfig load_adapter(Module& model, const std::string& dir, const std::string& adapter_name = "default");
 

@@ -1,0 +1,129 @@
+// Bottleneck adapters at the sublayer sites (spec/peft.md §2.5, §4.18): VL-Adapter's adapter, Houlsby,
+// Pfeiffer, parallel and scaled parallel, in single, multiple (one per task) and half-shared (shared
+// up-projection, per-task down-projection) modes. The same module runs Compacter (PHM projections,
+// compacter.h) and routed adapters (a routing function on the bottleneck, routing.h).
+//
+// At a site with sublayer input x and sublayer output o (models/site.h), with
+//   A(z) = s · (W_up f(W_down z + c_d) + c_u)       (f on f(x_t, x_v) for routed adapters)
+// the site's result is (the backbone then adds the block residual and, post-LN, its norm):
+//   houlsby  : o + A(o)                 VL-Adapter (before dropout: x + Drop(A(o) + o)), Houlsby
+//   pfeiffer : o + A(LN(o + x))         LN the block's own norm (post-LN BART); pre-LN stacks: o + A(o + x)
+//   parallel : o + A(x)                 s = 4 by default; scaled parallel: s learned (init 1)
+// and A(...) alone when `skip` is false (routed adapters on an encoder, spec §3.5).
+//
+// Config fields of peft_type VLPEFT_ADAPTER (adapter_config.json):
+//   placement        "vl_adapter" (default) | "houlsby" | "pfeiffer" | "parallel" | "scaled_parallel"
+//   reduction_factor d / bottleneck (default 8 for vl_adapter, 16 houlsby/pfeiffer, 2 parallel)
+//   bottleneck_dim   explicit bottleneck width (overrides reduction_factor)
+//   non_linearity    activation name (default gelu_new; swish houlsby; relu pfeiffer/parallel)
+//   scaling          s (default 1; 4 for parallel); scaled_parallel learns s (parameter "scale", init 1)
+//   skip             internal residual (default true)
+//   before_dropout   call the site before the sublayer dropout (default true for vl_adapter, else false)
+//   init_weights     "vl_adapter" (BART N(0, 0.02), zero biases; other backbones nn.Linear's default),
+//                    "bert" N(0, 0.02), "mam_adapter" (Kaiming-uniform down, zero up), "houlsby"
+//                    (normal 0.01 truncated to ±0.02), "zero_up" (vl_adapter with W_up = 0, c_u = 0)
+//   sharing          "single" (default) | "multiple" | "half_shared"
+//   tasks            task names, indexed by ForwardContext::task (required for multiple / half_shared)
+//   target_modules   site names or suffixes (default sa_site, ca_site, ff_site for vl_adapter/houlsby;
+//                    ff_site for pfeiffer and the parallel adapters)
+// Parameter names: "<site>.adapters.<name>.down.weight", ".down.bias", ".up.weight", ".up.bias"; per task
+// "<site>.adapters.<name>.<task>.down.weight" (half-shared: shared "up", per-task "<task>.down").
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "models/peft/peft.h"
+#include "models/site.h"
+
+namespace vlp::peft {
+
+// A d_in -> d_out projection inside an adapter: dense here, PHM in compacter.h.
+struct Projection : Module {
+  virtual Tensor forward(const Tensor& x) const = 0;
+  virtual int64_t in_features() const = 0;
+  virtual int64_t out_features() const = 0;
+};
+
+// y = x W^T + c, W [out, in]. Zero-filled; the attach code initialises it.
+struct DenseProjection : Projection {
+  Tensor weight, bias;
+  DenseProjection(int64_t in, int64_t out, bool with_bias = true, DType dtype = DType::F32);
+  Tensor forward(const Tensor& x) const override { return linear(x, weight, bias); }
+  int64_t in_features() const override { return weight.size(1); }
+  int64_t out_features() const override { return weight.size(0); }
+  const char* type_name() const override { return "DenseProjection"; }
+};
+
+// Makes the projection of one role ("down" d -> m, "up" m -> d) for one slot (task index, -1 = shared).
+using ProjectionFactory = std::function<std::unique_ptr<Projection>(int64_t in, int64_t out, const std::string& role)>;
+ProjectionFactory dense_projections(DType dtype = DType::F32);
+
+struct BottleneckOptions {
+  int64_t d_model = 0, bottleneck = 0;
+  std::string non_linearity = "gelu_new";
+  std::string placement = "houlsby";  // houlsby | pfeiffer | parallel (scaled parallel = parallel + learned)
+  double scaling = 1.0;
+  bool learned_scaling = false;
+  bool skip = true;
+  std::string sharing = "single";      // single | multiple | half_shared
+  std::vector<std::string> tasks;      // slot names for multiple / half_shared
+  // Routing (routing.h): 0 = none, 1..4 the functions of spec §3.2.
+  int routing = 0;
+  bool routing_reshape_compat = false;
+  std::string visual_pool = "none";    // "none": ctx.visual as given; "mean": mean over its tokens
+};
+
+struct BottleneckAdapter : SublayerAdapter {
+  BottleneckOptions options;
+  std::vector<Projection*> down, up;  // one per slot; up has one entry when shared (single, half_shared)
+  Tensor scale;                        // [1], learned scaling only
+  const LayerNorm* block_norm = nullptr;  // pfeiffer on post-LN stacks: the block's norm (not owned)
+  ActivationFn act;
+
+  BottleneckAdapter(const BottleneckOptions& options, const ProjectionFactory& make, DType dtype = DType::F32);
+  // The slot the batch uses: 0 in single mode, else ctx.task (checked against the task list).
+  int slot(const ForwardContext& ctx) const;
+  // A(z) for the placement's z: the value before the adapter's own residual.
+  Tensor delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const;
+  Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override {
+    Tensor d = delta(input, output, ctx);
+    return options.skip ? output + d : d;
+  }
+  const char* type_name() const override { return "BottleneckAdapter"; }
+
+ private:
+  std::vector<std::unique_ptr<Projection>> owned_;
+};
+
+// Initialisation schemes of the header comment, on every dense projection of the adapter.
+void init_bottleneck(BottleneckAdapter& adapter, const std::string& scheme, const std::string& backbone,
+                     Generator& gen);
+// Normal(0, std) truncated to [lo, hi] by redrawing the elements outside.
+void truncated_normal_(const Tensor& t, double std, double lo, double hi, Generator& gen);
+
+// ---- shared by the sublayer-site methods (adapters, Compacter, Hyperformer, routed adapters, fusion) ----
+
+// One matched sublayer site with what the methods need to know about it.
+struct SublayerTarget {
+  std::string name;            // "model.encoder.layers.3.sa_site"
+  SublayerSite* site = nullptr;
+  std::string stack;           // "encoder" | "decoder" | "" (decoder-only and vision stacks)
+  int layer = 0;               // index within the stack
+  std::string block;           // "sa" | "ca" | "ff"
+  const LayerNorm* block_norm = nullptr;  // post-LN block norm applied after this site (BART), else null
+  int64_t d_model = 0;         // width of the sublayer output
+  DType dtype = DType::F32;    // the backbone's parameter dtype: the adapter's tensors are made in it
+};
+// The model's sublayer sites matched by the config (default targets when it names none).
+std::vector<SublayerTarget> sublayer_targets(AttachContext& ctx, const std::vector<std::string>& default_targets);
+// The task list of the config ("tasks"), required non-empty when `required`.
+std::vector<std::string> config_tasks(const PeftConfig& config, bool required);
+
+// Builds the adapter options from a config (the fields above) for one site width.
+BottleneckOptions bottleneck_options(const PeftConfig& config, int64_t d_model);
+void attach_bottleneck_adapter(AttachContext& ctx);
+
+}  // namespace vlp::peft

@@ -1,0 +1,66 @@
+// The method table: one line per PEFT method. A method file provides its attach function (and, when its
+// tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
+#include "models/peft/adalora.h"
+#include "models/peft/adapter.h"
+#include "models/peft/compacter.h"
+#include "models/peft/fusion.h"
+#include "models/peft/hyperformer.h"
+#include "models/peft/ia3.h"
+#include "models/peft/ln_tuning.h"
+#include "models/peft/lora.h"
+#include "models/peft/peft.h"
+#include "models/peft/routing.h"
+
+namespace vlp::peft {
+
+namespace {
+// HF PEFT 0.21.2's Config().to_dict() fields (target_modules null, peft_version as written by it), so the
+// adapter_config.json written here has HF's exact field set.
+const char* kLoraDefaults = R"({"alora_invocation_tokens": null, "alpha_pattern": {}, "arrow_config": null,
+ "auto_mapping": null, "base_model_name_or_path": null, "bias": "none", "corda_config": null,
+ "ensure_weight_tying": false, "eva_config": null, "exclude_modules": null, "fan_in_fan_out": false,
+ "inference_mode": false, "init_lora_weights": true, "kasa_config": null, "layer_replication": null,
+ "layers_pattern": null, "layers_to_transform": null, "loftq_config": {}, "lora_alpha": 8, "lora_bias": false,
+ "lora_dropout": 0.0, "lora_ga_config": null, "megatron_config": null, "megatron_core": "megatron.core",
+ "modules_to_save": null, "monteclora_config": null, "peft_type": "LORA", "peft_version": "0.21.2",
+ "qalora_group_size": 16, "r": 8, "rank_pattern": {}, "revision": null, "target_modules": null,
+ "target_parameters": null, "task_type": null, "trainable_token_indices": null, "use_bdlora": null,
+ "use_dora": false, "use_qalora": false, "use_rslora": false, "velora_config": null})";
+const char* kIa3Defaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "exclude_modules": null,
+ "fan_in_fan_out": false, "feedforward_modules": null, "inference_mode": false, "init_ia3_weights": true,
+ "modules_to_save": null, "peft_type": "IA3", "peft_version": "0.21.2", "revision": null,
+ "target_modules": null, "task_type": null})";
+const char* kLnTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null,
+ "exclude_modules": null, "inference_mode": false, "modules_to_save": null, "peft_type": "LN_TUNING",
+ "peft_version": "0.21.2", "revision": null, "target_modules": null, "task_type": null})";
+const char* kAdaLoraDefaults = R"({"alora_invocation_tokens": null, "alpha_pattern": {}, "arrow_config": null,
+ "auto_mapping": null, "base_model_name_or_path": null, "beta1": 0.85, "beta2": 0.85, "bias": "none",
+ "corda_config": null, "deltaT": 1, "ensure_weight_tying": false, "eva_config": null, "exclude_modules": null,
+ "fan_in_fan_out": false, "inference_mode": false, "init_lora_weights": true, "init_r": 12, "kasa_config": null,
+ "layer_replication": null, "layers_pattern": null, "layers_to_transform": null, "loftq_config": {}, "lora_alpha": 8,
+ "lora_bias": false, "lora_dropout": 0.0, "lora_ga_config": null, "megatron_config": null,
+ "megatron_core": "megatron.core", "modules_to_save": null, "monteclora_config": null, "orth_reg_weight": 0.5,
+ "peft_type": "ADALORA", "peft_version": "0.21.2", "qalora_group_size": 16, "r": 8, "rank_pattern": null,
+ "revision": null, "target_modules": null, "target_parameters": null, "target_r": 8, "task_type": null, "tfinal": 0,
+ "tinit": 0, "total_step": null, "trainable_token_indices": null, "use_bdlora": null, "use_dora": false,
+ "use_qalora": false, "use_rslora": false, "velora_config": null})";
+}  // namespace
+
+const std::vector<PeftMethod>& all_methods() {
+  static const std::vector<PeftMethod> methods = {
+      {"LORA", attach_lora, nullptr, kLoraDefaults},
+      {"IA3", attach_ia3, nullptr, kIa3Defaults},
+      {"LN_TUNING", attach_ln_tuning, nullptr, kLnTuningDefaults},
+      {"VLPEFT_BITFIT", attach_bitfit},
+      {"ADALORA", attach_adalora, nullptr, kAdaLoraDefaults, adalora_prepare_save},
+      {"VLPEFT_ADAPTER", attach_bottleneck_adapter},
+      {"VLPEFT_COMPACTER", attach_compacter},
+      {"VLPEFT_HYPERFORMER", attach_hyperformer},
+      {"VLPEFT_ROUTED_LORA", attach_routed_lora},
+      {"VLPEFT_ROUTED_ADAPTER", attach_routed_adapter},
+      {"VLPEFT_FUSION", attach_fusion},
+  };
+  return methods;
+}
+
+}  // namespace vlp::peft
