@@ -104,6 +104,16 @@ int64_t VLSeq2Seq::pad_token_id() const {
   return tk.pad_token_id.value_or(t5 ? 0 : 1);
 }
 
+namespace {
+// The context the backbone sees: routing functions read the visual tokens from ctx.visual, which defaults
+// to this batch's visual embeddings.
+ForwardContext with_visual(const ForwardContext& ctx, const Tensor& visual_embeds) {
+  ForwardContext c = ctx;
+  if (!c.visual.defined() && visual_embeds.defined()) c.visual = visual_embeds;
+  return c;
+}
+}  // namespace
+
 EncoderOutput VLSeq2Seq::encode(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,
                                 const ForwardContext& ctx) const {
   EncoderInput in;
@@ -113,22 +123,37 @@ EncoderOutput VLSeq2Seq::encode(const Tensor& input_ids, const Tensor& attention
     in.appended_embeds = visual_embedding->forward(visual);
     in.appended_mask = visual.mask;
   }
-  return t5 ? t5->encode(in, ctx) : bart->encode(in, ctx);
+  const ForwardContext c = with_visual(ctx, in.appended_embeds);
+  return t5 ? t5->encode(in, c) : bart->encode(in, c);
 }
 
 Seq2SeqOutput VLSeq2Seq::forward(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,
                                  const Tensor& labels, const ForwardContext& ctx) const {
   Seq2SeqInput in;
-  in.encoder_output = encode(input_ids, attention_mask, visual, ctx);
+  const Tensor v = visual.feats.defined() ? visual_embedding->forward(visual) : Tensor();
+  const ForwardContext c = with_visual(ctx, v);
+  in.encoder.input_ids = input_ids;
+  in.encoder.attention_mask = attention_mask;
+  in.encoder.appended_embeds = v;
+  in.encoder.appended_mask = visual.mask;
+  in.encoder_output = t5 ? t5->encode(in.encoder, c) : bart->encode(in.encoder, c);
   in.labels = labels;
-  return t5 ? t5->forward(in, ctx) : bart->forward(in, ctx);
+  return t5 ? t5->forward(in, c) : bart->forward(in, c);
 }
 
 GenerationOutput VLSeq2Seq::generate(const Tensor& input_ids, const Tensor& attention_mask,
                                      const VisualInput& visual, const GenerationOptions& options,
                                      const ForwardContext& ctx) const {
-  EncoderOutput enc = encode(input_ids, attention_mask, visual, ctx);
-  return t5 ? vlp::generate(*t5, enc, options, ctx) : vlp::generate(*bart, enc, options, ctx);
+  EncoderInput in;
+  in.input_ids = input_ids;
+  in.attention_mask = attention_mask;
+  if (visual.feats.defined()) {
+    in.appended_embeds = visual_embedding->forward(visual);
+    in.appended_mask = visual.mask;
+  }
+  const ForwardContext c = with_visual(ctx, in.appended_embeds);
+  EncoderOutput enc = t5 ? t5->encode(in, c) : bart->encode(in, c);
+  return t5 ? vlp::generate(*t5, enc, options, c) : vlp::generate(*bart, enc, options, c);
 }
 
 Tensor weighted_seq2seq_loss(const Tensor& logits, const Tensor& labels, const Tensor& weights) {
