@@ -118,10 +118,11 @@ nlohmann::json config_to_json(const TrainConfig& c) {
 void validate_config(const TrainConfig& c) {
   VLP_CHECK(c.backbone == "t5" || c.backbone == "bart", "config: backbone must be t5 or bart, got '", c.backbone, "'");
   for (auto [k, v] : {std::pair{"d_model", c.d_model}, {"layers", c.layers}, {"heads", c.heads}, {"d_ff", c.d_ff},
-                      {"batch_size", c.batch_size}, {"grad_accum", c.grad_accum}, {"steps", c.steps},
+                      {"batch_size", c.batch_size}, {"grad_accum", c.grad_accum},
                       {"train_examples", c.train_examples}, {"eval_examples", c.eval_examples},
                       {"patch", c.patch}, {"image_size", c.image_size}})
     VLP_CHECK(v > 0, "config: key '", k, "' must be positive, got ", v);
+  VLP_CHECK(c.steps >= 0, "config: key 'steps' must be >= 0 (0 = evaluate only), got ", c.steps);
   VLP_CHECK(c.d_model % c.heads == 0, "config: d_model ", c.d_model, " must be a multiple of heads ", c.heads);
   VLP_CHECK(c.image_size % c.patch == 0, "config: image_size must be a multiple of patch");
   VLP_CHECK(c.lr > 0, "config: key 'lr' must be positive");

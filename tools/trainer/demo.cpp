@@ -22,7 +22,7 @@ const std::vector<DemoMethod>& demo_methods() {
       {"single adapter", "VLPEFT_ADAPTER", J{{"reduction_factor", 4}}, 3e-3},
       {"Compacter", "VLPEFT_COMPACTER", J{{"reduction_factor", 4}}, 3e-3},
       {"prompt tuning", "PROMPT_TUNING", J{{"num_virtual_tokens", 8}}, 3e-2},
-      {"routed LoRA", "VLPEFT_ROUTED_LORA", J{{"r", 8}, {"lora_alpha", 16}, {"target_modules", {"q", "v"}}}, 3e-3},
+      {"routed LoRA", "VLPEFT_ROUTED_LORA", J{{"r", 8}, {"lora_alpha", 16}, {"target_modules", {"q", "v"}}, {"visual_pool", "mean"}}, 3e-3},
   };
   return m;
 }
@@ -38,7 +38,7 @@ TrainConfig base_config(const DemoOptions& o) {
   c.train_examples = o.train_examples;
   c.eval_examples = o.eval_examples;
   c.batch_size = o.batch_size;
-  c.progress = o.progress;
+  c.progress = false;
   c.threads = o.threads;
   c.log_every = 10;
   return c;
@@ -116,8 +116,8 @@ std::string format_demo_table(const DemoResult& r, const DemoOptions& o) {
     std::snprintf(buf, sizeof buf, "%s %.1f%%  ", k.c_str(), 100 * v);
     out << buf;
   }
-  out << "(chance: count 33%, color 50%)\n";
-  out << "Adapting to held-out {" << o.adapt_tasks << "} (chance: shape 50%, what_color 25%), exact-match accuracy:\n";
+  out << "(chance: count 33%, color / shape 50%)\n";
+  out << "Adapting to held-out {" << o.adapt_tasks << "} (chance: what_color 25%, color_shape 50%), exact-match accuracy:\n";
   const auto tasks = split_list(o.adapt_tasks);
   std::snprintf(buf, sizeof buf, "%-27s %11s", "method", "trainable%");
   out << buf;

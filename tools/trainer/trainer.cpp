@@ -106,9 +106,9 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
     peft::add_adapter(s->model->backbone(), pc, "default", cfg.seed);
     s->peft = true;
     // The visual projection is always trainable (spec §2.2); the shared rows it reads stay frozen.
-    for (auto& [name, p] : s->model->visual_embedding->named_parameters()) p.set_requires_grad(true);
+    s->model->visual_embedding->set_requires_grad(true);
   } else if (cfg.freeze_backbone) {
-    for (auto& [name, p] : s->model->visual_embedding->named_parameters()) p.set_requires_grad(true);
+    s->model->visual_embedding->set_requires_grad(true);
   } else {
     s->model->set_requires_grad(true);
   }

@@ -76,7 +76,7 @@ std::vector<int64_t> tokens(const std::string& text) {
 }  // namespace
 
 const Vocab& vl_vocab() {
-  static const Vocab v{{"<s>", "<pad>", "</s>", "<unk>", "count:", "color:", "shape:", "what_color:", "how", "many",
+  static const Vocab v{{"<s>", "<pad>", "</s>", "<unk>", "count:", "color:", "shape:", "what_color:", "color_shape:", "how", "many",
                         "objects", "is", "there", "a", "object", "what", "color", "the", "?", "yes", "no", "one",
                         "two", "three", "red", "green", "blue", "yellow", "circle", "square", "triangle"}};
   return v;
@@ -99,14 +99,14 @@ std::string Vocab::decode(const std::vector<int64_t>& ids) const {
 }
 
 const std::vector<std::string>& known_tasks() {
-  static const std::vector<std::string> t = {"count", "color", "shape", "what_color"};
+  static const std::vector<std::string> t = {"count", "color", "shape", "what_color", "color_shape"};
   return t;
 }
 
 VLExample make_example(const std::string& task, const std::string& split, int64_t index, uint64_t seed,
                        int64_t image_size, int64_t patch, bool task_prefix) {
   VLP_CHECK(std::find(known_tasks().begin(), known_tasks().end(), task) != known_tasks().end(), "unknown task '",
-            task, "' (known: count, color, shape, what_color)");
+            task, "' (known: count, color, shape, what_color, color_shape)");
   Stream r{seed * 1000003ull ^ hash_str(task) ^ (hash_str(split) << 1) ^ (uint64_t(index) * 0x9E3779B97F4A7C15ull)};
   r.next();
   const int size = int(image_size);
@@ -132,6 +132,23 @@ VLExample make_example(const std::string& task, const std::string& split, int64_
     }
     question = col ? std::string("is there a ") + kColors[target] + " object ?"
                    : std::string("is there a ") + kShapes[target] + " ?";
+    answer = yes ? "yes" : "no";
+  } else if (task == "color_shape") {  // both attributes on one object
+    const bool yes = r.below(2) == 1;
+    sc = random_scene(r, size, 1 + r.below(3));
+    const int color = r.below(4), shape = r.below(3);
+    for (auto& o : sc.objects)
+      if (int(o.color) == color && int(o.shape) == shape) o.color = SynthColor((color + 1 + r.below(3)) % 4);
+    if (yes) {
+      auto& o = sc.objects[size_t(r.below(int(sc.objects.size())))];
+      o.color = SynthColor(color);
+      o.shape = SynthShape(shape);
+    } else if (r.below(2) == 1) {  // a near miss: the colour or the shape is there, on another object
+      auto& o = sc.objects[size_t(r.below(int(sc.objects.size())))];
+      if (r.below(2) == 1) { o.color = SynthColor(color); o.shape = SynthShape((shape + 1 + r.below(2)) % 3); }
+      else { o.shape = SynthShape(shape); o.color = SynthColor((color + 1 + r.below(3)) % 4); }
+    }
+    question = std::string("is there a ") + kColors[color] + " " + kShapes[shape] + " ?";
     answer = yes ? "yes" : "no";
   } else {  // what_color: the asked shape occurs exactly once
     sc = random_scene(r, size, 1 + r.below(3));

@@ -5,6 +5,7 @@
 //   color       "is there a <color> object ?"   -> yes | no
 //   shape       "is there a <shape> ?"          -> yes | no
 //   what_color  "what color is the <shape> ?"   -> red | green | blue | yellow (the shape occurs once)
+//   color_shape "is there a <color> <shape> ?"  -> yes | no (half the "no" scenes hold a near miss)
 // Visual features: the image cut into patch x patch squares, each flattened (values / 255 - 0.5) - the
 // input of a ViT-style linear patch embedding (the VL model's W_f), one visual token per patch.
 // Word-level vocabulary: 0 <s>, 1 <pad>, 2 </s>, words, then 16 <vis_extra_id_k> rows at the end.
