@@ -19,7 +19,7 @@ struct DemoMethod {
 const std::vector<DemoMethod>& demo_methods();
 
 struct DemoOptions {
-  int64_t pretrain_steps = 500, adapt_steps = 200, train_examples = 1024, eval_examples = 200;
+  int64_t pretrain_steps = 1000, adapt_steps = 300, train_examples = 1024, eval_examples = 200;
   int64_t d_model = 64, layers = 2, batch_size = 32;
   std::string pretrain_tasks = "count,color,shape", adapt_tasks = "what_color,color_shape";
   std::string out_dir = "vlpeft_demo";

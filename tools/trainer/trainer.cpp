@@ -204,6 +204,11 @@ RunSummary train(Session& s) {
         break;
       } catch (const Error& e) {
         std::fprintf(stderr, "warning: not resuming from %s: %s\n", p.c_str(), e.what());
+        // Keep the refused file for inspection, out of the rotation (so it never replaces a good .prev).
+        if (p == last) {
+          fs::rename(last, last + ".refused");
+          std::fprintf(stderr, "  (moved to %s.refused)\n", last.c_str());
+        }
       }
     }
     if (!loaded) std::fprintf(stderr, "no usable checkpoint in %s: starting from step 0\n", c.out_dir.c_str());
