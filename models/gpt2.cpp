@@ -132,10 +132,12 @@ Tensor GPT2Model::forward(const GPT2Input& input, DecoderCache* cache, const For
     embeds = input_site.forward(embeds, mask, ctx);
   }
   const int64_t T2 = embeds.size(1);
-  VLP_CHECK(past + T2 <= config.n_positions, "GPT2Model: ", past + T2, " positions exceed n_positions = ",
+  // Prefix-tuning keys count as past positions (transformers gives the tokens positions after a prefilled cache).
+  const int64_t prefix = blocks.empty() ? 0 : blocks[0]->attn.attn_site.prefix_length();
+  VLP_CHECK(prefix + past + T2 <= config.n_positions, "GPT2Model: ", prefix + past + T2, " positions exceed n_positions = ",
             config.n_positions);
   Tensor position_ids = input.position_ids.defined() && T2 == T ? input.position_ids
-                                                                 : positions_from(past, T2, embeds.device());
+                                                                 : positions_from(prefix + past, T2, embeds.device());
   Tensor hidden = embeds + wpe.forward(position_ids);
   if (input.token_type_ids.defined()) {
     VLP_CHECK(T2 == T, "GPT2Model: token_type_ids cannot be combined with an input site that inserts positions");

@@ -71,6 +71,9 @@ struct AttentionAdapter : Module {
   virtual Tensor after(const Tensor& x, const AttentionState& state, const Tensor& out, const ForwardContext& ctx) {
     return out;
   }
+  // Keys this adapter prepends that count as past positions (prefix tuning): the backbone starts the real
+  // tokens' positions after them, as transformers does with a prefilled cache.
+  virtual int64_t prefix_length() const { return 0; }
 };
 
 struct AttentionSite : Module {
@@ -84,6 +87,12 @@ struct AttentionSite : Module {
     for (const auto& [name, a] : adapters)
       if (a->active) h = a->after(x, state, h, ctx);
     return h;
+  }
+  int64_t prefix_length() const {
+    int64_t n = 0;
+    for (const auto& [name, a] : adapters)
+      if (a->active) n += a->prefix_length();
+    return n;
   }
   const char* type_name() const override { return "AttentionSite"; }
 };

@@ -1,7 +1,8 @@
 // LoRA (spec/peft.md §4.1) as a LinearAdapter: h = W0 x + b + s · B A dropout(x), s = α/r or α/√r
 // (rsLoRA); initialisations true (Kaiming-uniform A, B = 0), "gaussian", "pissa", "olora"; lora_bias; DoRA
 // (magnitude vector, weight norm detached as in PEFT); GPT-2 Conv1D (A, B keep linear orientation, only the
-// merge transposes); mixed-adapter batches (ForwardContext::sample_adapters); weighted combination.
+// merge transposes); mixed-adapter batches (ForwardContext::sample_adapters: each example names one of the
+// active adapters, or "" for the base model; not with DoRA); weighted combination.
 //
 // Config fields read: r (8), lora_alpha (8), lora_dropout (0), use_rslora, use_dora, lora_bias,
 // init_lora_weights (true | false | "gaussian" | "pissa" | "olora"), rank_pattern / alpha_pattern (keys

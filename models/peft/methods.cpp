@@ -8,8 +8,12 @@
 #include "models/peft/ia3.h"
 #include "models/peft/ln_tuning.h"
 #include "models/peft/lora.h"
+#include "models/peft/p_tuning.h"
 #include "models/peft/peft.h"
 #include "models/peft/routing.h"
+#include "models/peft/prefix_tuning.h"
+#include "models/peft/prompt_tuning.h"
+#include "models/peft/vpt.h"
 
 namespace vlp::peft {
 
@@ -44,6 +48,21 @@ const char* kAdaLoraDefaults = R"({"alora_invocation_tokens": null, "alpha_patte
  "revision": null, "target_modules": null, "target_parameters": null, "target_r": 8, "task_type": null, "tfinal": 0,
  "tinit": 0, "total_step": null, "trainable_token_indices": null, "use_bdlora": null, "use_dora": false,
  "use_qalora": false, "use_rslora": false, "velora_config": null})";
+const char* kPromptTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null,
+ "inference_mode": false, "modules_to_save": null, "num_attention_heads": null, "num_layers": null,
+ "num_transformer_submodules": null, "num_virtual_tokens": null, "peft_type": "PROMPT_TUNING",
+ "peft_version": "0.21.2", "prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": null, "revision": null,
+ "task_type": null, "token_dim": null, "tokenizer_kwargs": null, "tokenizer_name_or_path": null})";
+const char* kPTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "encoder_dropout": 0.0,
+ "encoder_hidden_size": null, "encoder_num_layers": 2, "encoder_reparameterization_type": "MLP",
+ "inference_mode": false, "modules_to_save": null, "num_attention_heads": null, "num_layers": null,
+ "num_transformer_submodules": null, "num_virtual_tokens": null, "peft_type": "P_TUNING", "peft_version": "0.21.2",
+ "revision": null, "task_type": null, "token_dim": null})";
+const char* kPrefixTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null,
+ "encoder_hidden_size": null, "inference_mode": false, "init_weights": null, "modules_to_save": null,
+ "num_attention_heads": null, "num_layers": null, "num_transformer_submodules": null, "num_virtual_tokens": null,
+ "peft_type": "PREFIX_TUNING", "peft_version": "0.21.2", "prefix_projection": false, "revision": null,
+ "task_type": null, "token_dim": null})";
 }  // namespace
 
 const std::vector<PeftMethod>& all_methods() {
@@ -59,6 +78,10 @@ const std::vector<PeftMethod>& all_methods() {
       {"VLPEFT_ROUTED_LORA", attach_routed_lora},
       {"VLPEFT_ROUTED_ADAPTER", attach_routed_adapter},
       {"VLPEFT_FUSION", attach_fusion},
+      {"PROMPT_TUNING", attach_prompt_tuning, prompt_file_key, kPromptTuningDefaults, prompt_prepare_save},
+      {"P_TUNING", attach_p_tuning, prompt_file_key, kPTuningDefaults, prompt_prepare_save},
+      {"PREFIX_TUNING", attach_prefix_tuning, prompt_file_key, kPrefixTuningDefaults, prompt_prepare_save},
+      {"VLPEFT_VPT", attach_vpt},
   };
   return methods;
 }

@@ -126,6 +126,9 @@ const std::vector<PeftMethod>& all_methods();
 // frozen tensors an adapter must still save (VeRA's projections) are registered as buffers.
 // Attaches one named adapter and freezes everything but the trainable set of every adapter present.
 // As in HF PEFT, the first adapter of a model is active; later ones are added inactive (set_active_adapters).
+// The configs, the active set and the merge order live in a parameterless child module "peft_state" of the
+// model (created on first use), so they go away with the model. modules_to_save are trained in place (no
+// per-adapter copy) and so are shared by all adapters of a model.
 void add_adapter(Module& model, const PeftConfig& config, const std::string& adapter_name = "default",
                  uint64_t seed = 0);
 // The config an adapter was added with (throws naming the adapter when absent); set_adapter_config replaces it

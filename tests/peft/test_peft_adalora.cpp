@@ -1,7 +1,8 @@
 // AdaLoRA against PEFT 0.21.2 (tests/fixtures/peft/t5_adalora, tools/reference/make_peft_fixtures.py): the
 // adapted T5's logits, its loss with the orthogonal regularisation, every adapter gradient, the triplets the
 // rank allocator masks at one step, and PEFT's save of the pruned adapter (sliced tensors + rank_pattern),
-// written here identically and loaded here with PEFT's outputs.
+// written here identically and loaded here with PEFT's outputs; an adapter trained further here is left in
+// build/peft_written/t5_adalora for the reverse check in PEFT.
 #include <filesystem>
 
 #include "autograd/optim.h"
@@ -53,6 +54,19 @@ TEST(AdaLora, MatchesPeftIncludingRankAllocation) {
   EXPECT_EQ(ours_json["rank_pattern"], theirs_json["rank_pattern"]);
   EXPECT_EQ(ours_json, theirs_json);
   std::filesystem::remove_all(saved);
+  // For the reverse check in PEFT (make_peft_fixtures.py --check build/peft_written): one more step trained here.
+  {
+    std::vector<Tensor> trainable;
+    for (auto& [n, p] : m.module().named_parameters())
+      if (p.requires_grad()) trainable.push_back(p);
+    Optimizer opt = make_adamw(trainable, 1e-2, 0.0);
+    step(opt);
+    allocator.update_and_allocate(m.module(), kAllocationStep + 1);
+    const auto out_dir = std::filesystem::path(VLP_BINARY_DIR) / "peft_written" / "t5_adalora";
+    std::filesystem::remove_all(out_dir);
+    peft::save_adapter(m.module(), peft::adapter_config(m.module(), "default"), "default", out_dir.string());
+    save_safetensors((out_dir / "outputs.safetensors").string(), {{"logits", contiguous(m.logits())}});
+  }
   // PEFT's pruned adapter loads here (resized by rank_pattern) with PEFT's outputs.
   test::TinyModel pruned("t5");
   peft::load_adapter(pruned.module(), dir + "/allocated");

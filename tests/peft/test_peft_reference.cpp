@@ -125,7 +125,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, HfPeftReference,
                                            Case{"gpt2_dora", "gpt2"}, Case{"gpt2_ia3", "gpt2"},
                                            Case{"t5_lora_gaussian", "t5"}, Case{"t5_ia3", "t5"},
                                            Case{"bart_lora", "bart"}, Case{"bart_dora", "bart"},
-                                           Case{"bart_ia3", "bart"}, Case{"bart_lora_bias_all", "bart"}),
+                                           Case{"bart_ia3", "bart"}, Case{"bart_lora_bias_all", "bart"},
+                                           Case{"bart_ln_tuning", "bart"}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

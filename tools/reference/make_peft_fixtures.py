@@ -26,7 +26,7 @@ import os
 import sys
 
 import torch
-from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, get_peft_model
+from peft import AdaLoraConfig, IA3Config, LNTuningConfig, LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import BartForConditionalGeneration, GPT2LMHeadModel, T5ForConditionalGeneration
 from transformers import ViTForImageClassification
@@ -60,6 +60,7 @@ CASES = {
     # classifier in modules_to_save) is tested natively in tests/peft.
     "bart_lora_bias_all": ("bart", lambda: LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj"], bias="all",
                                                       layers_to_transform=[1], layers_pattern="layers")),
+    "bart_ln_tuning": ("bart", lambda: LNTuningConfig(target_modules=["self_attn_layer_norm", "final_layer_norm"])),
     "t5_adalora": ("t5", lambda: AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=10, tinit=0, tfinal=0,
                                                deltaT=1)),
 }
@@ -111,6 +112,8 @@ def perturb(peft_model, gen):
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
             elif "lora_magnitude_vector" in name:
                 p.mul_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif "ln_tuning_layers" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.2)
             elif "modules_to_save" in name:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.1)
 
@@ -189,6 +192,9 @@ def check_written(root):
 
 
 def main():
+    # PEFT writes target_modules from a Python set: fix the hash seed so the file order is reproducible.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, PYTHONHASHSEED="0"))
     if len(sys.argv) >= 3 and sys.argv[1] == "--check":
         sys.exit(0 if check_written(sys.argv[2]) else 1)
     os.makedirs(OUT, exist_ok=True)
