@@ -185,7 +185,14 @@ int cmd_demo(const Args& a) {
   if (a.opts.count("pretrain-steps")) o.pretrain_steps = std::stoll(a.opts.at("pretrain-steps"));
   if (a.opts.count("adapt-steps")) o.adapt_steps = std::stoll(a.opts.at("adapt-steps"));
   if (a.opts.count("out")) o.out_dir = a.opts.at("out");
-  if (a.opts.count("only")) o.only = split_list(a.opts.at("only"));
+  if (a.opts.count("only")) {  // method names contain spaces: split on commas only
+    std::string cur;
+    for (char ch : a.opts.at("only") + ",") {
+      if (ch != ',') { cur += ch; continue; }
+      if (!cur.empty()) o.only.push_back(cur);
+      cur.clear();
+    }
+  }
   DemoResult r = run_demo(o);
   std::fputs(format_demo_table(r, o).c_str(), stdout);
   return 0;
