@@ -1,0 +1,178 @@
+// VL-T5 / VL-BART: the visual embedding and the encoder-decoder wrapper (see vl_seq2seq.h).
+#include "models/vl/vl_seq2seq.h"
+
+#include "autograd/ops.h"
+#include "runtime/error.h"
+#include "runtime/rng.h"
+
+namespace vlp {
+
+Tensor default_img_ids(int64_t B, int64_t N, int64_t n_images) {
+  VLP_CHECK(n_images >= 1 && N % n_images == 0, "VisualInput: ", N, " visual tokens do not split over ",
+            n_images, " images");
+  std::vector<int64_t> v(size_t(B * N));
+  const int64_t per = N / n_images;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < N; ++i) v[size_t(b * N + i)] = i / per;
+  return from_data<int64_t>(v, {B, N});
+}
+
+Tensor default_obj_ids(int64_t B, int64_t N, int64_t n_images) {
+  VLP_CHECK(n_images >= 1 && N % n_images == 0, "VisualInput: ", N, " visual tokens do not split over ",
+            n_images, " images");
+  std::vector<int64_t> v(size_t(B * N));
+  const int64_t per = N / n_images;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < N; ++i) v[size_t(b * N + i)] = i % per;
+  return from_data<int64_t>(v, {B, N});
+}
+
+VisualEmbedding::VisualEmbedding(int64_t feat_dim, int64_t d_model, bool rms_norm, double eps,
+                                 const Embedding* shared)
+    : rms(rms_norm), feat_proj(feat_dim, d_model), pos_proj(5, d_model), img_order_embedding(2, d_model),
+      obj_order_embedding(shared) {
+  feat_embedding.register_module("0", &feat_proj);
+  absolute_vis_pos_embedding.register_module("0", &pos_proj);
+  if (rms) {
+    feat_rms = std::make_unique<RMSNorm>(d_model, eps);
+    pos_rms = std::make_unique<RMSNorm>(d_model, eps);
+    feat_embedding.register_module("1", feat_rms.get());
+    absolute_vis_pos_embedding.register_module("1", pos_rms.get());
+  } else {
+    feat_ln = std::make_unique<LayerNorm>(d_model, eps);
+    pos_ln = std::make_unique<LayerNorm>(d_model, eps);
+    feat_embedding.register_module("1", feat_ln.get());
+    absolute_vis_pos_embedding.register_module("1", pos_ln.get());
+  }
+  register_module("feat_embedding", &feat_embedding);
+  register_module("absolute_vis_pos_embedding", &absolute_vis_pos_embedding);
+  register_module("img_order_embedding", &img_order_embedding);
+  normal_(img_order_embedding.weight, 0.0, 0.02);
+}
+
+Tensor VisualEmbedding::forward(const VisualInput& visual) const {
+  VLP_CHECK(visual.feats.defined() && visual.feats.dim() == 3, "VisualEmbedding: feats must be [B, N, F]");
+  const int64_t B = visual.feats.size(0), N = visual.feats.size(1);
+  VLP_CHECK(visual.feats.size(2) == feat_proj.in_features(), "VisualEmbedding: feature width ",
+            visual.feats.size(2), ", expected ", feat_proj.in_features());
+  const Tensor feats = to(visual.feats, feat_proj.weight.dtype());
+  Tensor f = feat_proj.forward(feats);
+  f = rms ? feat_rms->forward(f) : feat_ln->forward(f);
+  // [b; a] with a = (x2 - x1)(y2 - y1), boxes as (x1, x2, y1, y2).
+  Tensor boxes = visual.boxes.defined() ? to(visual.boxes, feats.dtype()) : zeros({B, N, 4}, feats.dtype());
+  VLP_CHECK(boxes.dim() == 3 && boxes.size(0) == B && boxes.size(1) == N && boxes.size(2) == 4,
+            "VisualEmbedding: boxes must be [B, N, 4]");
+  Tensor area = mul(sub(narrow(boxes, 2, 1, 1), narrow(boxes, 2, 0, 1)),
+                    sub(narrow(boxes, 2, 3, 1), narrow(boxes, 2, 2, 1)));
+  Tensor p = pos_proj.forward(concat({boxes, area}, 2));
+  p = rms ? pos_rms->forward(p) : pos_ln->forward(p);
+  const Tensor img_ids = visual.img_ids.defined() ? visual.img_ids : default_img_ids(B, N, visual.n_images);
+  const Tensor obj_ids = visual.obj_ids.defined() ? visual.obj_ids : default_obj_ids(B, N, visual.n_images);
+  const int64_t V = obj_order_embedding->weight.size(0);
+  // Object i reads the row of <vis_extra_id_i>: V - 1 - obj_id.
+  Tensor rows = rsub(double(V - 1), to(obj_ids, DType::F64));
+  Tensor obj = embedding(obj_order_embedding->weight, to(rows, DType::I64));
+  Tensor img = img_order_embedding.forward(img_ids);
+  return add(add(f, p), add(to(img, f.dtype()), to(obj, f.dtype())));
+}
+
+VLSeq2Seq::VLSeq2Seq(const VLSeq2SeqConfig& cfg) : config(cfg) {
+  if (cfg.backbone == "t5") {
+    t5 = std::make_unique<T5ForConditionalGeneration>(cfg.t5);
+    for (const auto& [name, child] : t5->children()) register_module(name, child);
+    visual_embedding = std::make_unique<VisualEmbedding>(cfg.feat_dim, cfg.t5.d_model, true,
+                                                         cfg.t5.layer_norm_epsilon, &t5->shared);
+  } else if (cfg.backbone == "bart") {
+    bart = std::make_unique<BartForConditionalGeneration>(cfg.bart);
+    for (const auto& [name, child] : bart->children()) register_module(name, child);
+    register_buffer("final_logits_bias", &bart->final_logits_bias);
+    visual_embedding = std::make_unique<VisualEmbedding>(cfg.feat_dim, cfg.bart.d_model, false, 1e-5,
+                                                         &bart->model.shared);
+    // BART's init: N(0, 0.02) weights, zero biases.
+    normal_(visual_embedding->feat_proj.weight, 0.0, 0.02);
+    zeros_(visual_embedding->feat_proj.bias);
+    normal_(visual_embedding->pos_proj.weight, 0.0, 0.02);
+    zeros_(visual_embedding->pos_proj.bias);
+  } else {
+    VLP_FAIL("VLSeq2Seq: backbone '", cfg.backbone, "' is not one of t5, bart");
+  }
+  register_module("visual_embedding", visual_embedding.get());
+}
+
+int64_t VLSeq2Seq::pad_token_id() const {
+  const SpecialTokens& tk = t5 ? config.t5.tokens : config.bart.tokens;
+  return tk.pad_token_id.value_or(t5 ? 0 : 1);
+}
+
+namespace {
+// The context the backbone sees: routing functions read the visual tokens from ctx.visual, which defaults
+// to this batch's visual embeddings.
+ForwardContext with_visual(const ForwardContext& ctx, const Tensor& visual_embeds) {
+  ForwardContext c = ctx;
+  if (!c.visual.defined() && visual_embeds.defined()) c.visual = visual_embeds;
+  return c;
+}
+}  // namespace
+
+EncoderOutput VLSeq2Seq::encode(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,
+                                const ForwardContext& ctx) const {
+  EncoderInput in;
+  in.input_ids = input_ids;
+  in.attention_mask = attention_mask;
+  if (visual.feats.defined()) {
+    in.appended_embeds = visual_embedding->forward(visual);
+    in.appended_mask = visual.mask;
+  }
+  const ForwardContext c = with_visual(ctx, in.appended_embeds);
+  return t5 ? t5->encode(in, c) : bart->encode(in, c);
+}
+
+Seq2SeqOutput VLSeq2Seq::forward(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,
+                                 const Tensor& labels, const ForwardContext& ctx) const {
+  Seq2SeqInput in;
+  const Tensor v = visual.feats.defined() ? visual_embedding->forward(visual) : Tensor();
+  const ForwardContext c = with_visual(ctx, v);
+  in.encoder.input_ids = input_ids;
+  in.encoder.attention_mask = attention_mask;
+  in.encoder.appended_embeds = v;
+  in.encoder.appended_mask = visual.mask;
+  in.encoder_output = t5 ? t5->encode(in.encoder, c) : bart->encode(in.encoder, c);
+  in.labels = labels;
+  return t5 ? t5->forward(in, c) : bart->forward(in, c);
+}
+
+GenerationOutput VLSeq2Seq::generate(const Tensor& input_ids, const Tensor& attention_mask,
+                                     const VisualInput& visual, const GenerationOptions& options,
+                                     const ForwardContext& ctx) const {
+  EncoderInput in;
+  in.input_ids = input_ids;
+  in.attention_mask = attention_mask;
+  if (visual.feats.defined()) {
+    in.appended_embeds = visual_embedding->forward(visual);
+    in.appended_mask = visual.mask;
+  }
+  const ForwardContext c = with_visual(ctx, in.appended_embeds);
+  EncoderOutput enc = t5 ? t5->encode(in, c) : bart->encode(in, c);
+  return t5 ? vlp::generate(*t5, enc, options, c) : vlp::generate(*bart, enc, options, c);
+}
+
+Tensor weighted_seq2seq_loss(const Tensor& logits, const Tensor& labels, const Tensor& weights) {
+  VLP_CHECK(logits.dim() == 3 && labels.dim() == 2, "weighted_seq2seq_loss: logits [B, L, V], labels [B, L]");
+  const int64_t B = logits.size(0), L = logits.size(1), V = logits.size(2);
+  Tensor flat = reshape(to(logits, DType::F32), {B * L, V});
+  Tensor tok = reshape(cross_entropy(flat, reshape(labels, {B * L}), -100, 0.0, Tensor(), Reduction::None), {B, L});
+  // Count of labelled tokens per row (at least 1 so an all-ignored row contributes 0).
+  std::vector<double> counts(size_t(B), 0.0);
+  {
+    Tensor c = contiguous(to(labels, DType::I64));
+    const int64_t* p = c.data<int64_t>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < L; ++t) counts[size_t(b)] += p[b * L + t] != -100 ? 1.0 : 0.0;
+    for (double& n : counts) n = n > 0 ? n : 1.0;
+  }
+  Tensor per_example = div(sum(tok, {1}), from_vector(counts, {B}, DType::F32));
+  if (weights.defined()) per_example = mul(per_example, to(weights, DType::F32));
+  return mean(per_example);
+}
+
+}  // namespace vlp

@@ -1,0 +1,136 @@
+// Trainer configuration parsing (see config.h). Each key is listed once in fields(): its JSON kind and
+// how to read and write it, so parsing, printing and error messages share one table.
+#include "tools/trainer/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "runtime/error.h"
+
+namespace vlp::trainer {
+namespace {
+
+struct Field {
+  const char* key;
+  const char* kind;  // "integer", "number", "string", "boolean", "object"
+  std::function<void(TrainConfig&, const nlohmann::json&)> set;
+  std::function<nlohmann::json(const TrainConfig&)> get;
+};
+
+#define VLP_FIELD(name, kind, type) \
+  Field{#name, kind, [](TrainConfig& c, const nlohmann::json& v) { c.name = v.get<type>(); }, \
+        [](const TrainConfig& c) { return nlohmann::json(c.name); }}
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> f = {
+      VLP_FIELD(backbone, "string", std::string), VLP_FIELD(d_model, "integer", int64_t),
+      VLP_FIELD(layers, "integer", int64_t), VLP_FIELD(heads, "integer", int64_t),
+      VLP_FIELD(d_ff, "integer", int64_t), VLP_FIELD(dropout, "number", double),
+      VLP_FIELD(image_size, "integer", int64_t), VLP_FIELD(patch, "integer", int64_t),
+      VLP_FIELD(tasks, "string", std::string), VLP_FIELD(train_examples, "integer", int64_t),
+      VLP_FIELD(eval_examples, "integer", int64_t), VLP_FIELD(data_seed, "integer", uint64_t),
+      VLP_FIELD(batch_size, "integer", int64_t), VLP_FIELD(grad_accum, "integer", int64_t),
+      VLP_FIELD(steps, "integer", int64_t), VLP_FIELD(lr, "number", double),
+      VLP_FIELD(weight_decay, "number", double), VLP_FIELD(warmup_ratio, "number", double),
+      VLP_FIELD(clip_norm, "number", double), VLP_FIELD(adam_eps, "number", double),
+      VLP_FIELD(seed, "integer", uint64_t), VLP_FIELD(peft_config, "string", std::string),
+      VLP_FIELD(peft_type, "string", std::string), VLP_FIELD(peft_json, "object", nlohmann::json),
+      VLP_FIELD(task_prefix, "boolean", bool), VLP_FIELD(freeze_backbone, "boolean", bool), VLP_FIELD(init_from, "string", std::string),
+      VLP_FIELD(out_dir, "string", std::string), VLP_FIELD(resume, "boolean", bool),
+      VLP_FIELD(eval_every, "integer", int64_t), VLP_FIELD(save_every, "integer", int64_t),
+      VLP_FIELD(log_every, "integer", int64_t), VLP_FIELD(max_new_tokens, "integer", int64_t),
+      VLP_FIELD(progress, "boolean", bool), VLP_FIELD(threads, "integer", int64_t), VLP_FIELD(peak_tflops, "number", double),
+  };
+  return f;
+}
+#undef VLP_FIELD
+
+bool kind_matches(const char* kind, const nlohmann::json& v) {
+  const std::string k = kind;
+  if (k == "integer") return v.is_number_integer();
+  if (k == "number") return v.is_number();
+  if (k == "string") return v.is_string();
+  if (k == "boolean") return v.is_boolean();
+  return v.is_object();
+}
+
+void apply(TrainConfig& c, const std::string& key, const nlohmann::json& v, const std::string& source) {
+  for (const Field& f : fields()) {
+    if (key != f.key) continue;
+    VLP_CHECK(kind_matches(f.kind, v), source, ": key '", key, "' must be ", f.kind == std::string("integer") ? "an " : "a ",
+              f.kind, ", got ", v.dump());
+    if (std::string(f.kind) == "integer" && key.find("seed") != std::string::npos)
+      VLP_CHECK(v.get<int64_t>() >= 0 || v.is_number_unsigned(), source, ": key '", key, "' must be >= 0");
+    f.set(c, v);
+    return;
+  }
+  std::string known;
+  for (const Field& f : fields()) known += std::string(known.empty() ? "" : ", ") + f.key;
+  VLP_FAIL(source, ": unknown key '", key, "' (known keys: ", known, ")");
+}
+
+}  // namespace
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s + ",") {
+    if (ch == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (ch != ' ') {
+      cur += ch;
+    }
+  }
+  return out;
+}
+
+TrainConfig parse_config(const nlohmann::json& j, const std::string& source, const std::vector<std::string>& overrides) {
+  VLP_CHECK(j.is_object(), source, ": a config must be a JSON object");
+  TrainConfig c;
+  for (const auto& [key, v] : j.items()) apply(c, key, v, source);
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('=');
+    VLP_CHECK(eq != std::string::npos && eq > 0, "--set ", o, ": expected key=value");
+    const std::string key = o.substr(0, eq), text = o.substr(eq + 1);
+    nlohmann::json v = nlohmann::json::parse(text, nullptr, false);
+    if (v.is_discarded()) v = text;
+    apply(c, key, v, "--set " + o);
+  }
+  return c;
+}
+
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream f(path);
+  VLP_CHECK(f.good(), "config file '", path, "' cannot be read");
+  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  VLP_CHECK(!j.is_discarded(), "config file '", path, "' is not valid JSON");
+  return parse_config(j, path, overrides);
+}
+
+nlohmann::json config_to_json(const TrainConfig& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const Field& f : fields()) j[f.key] = f.get(c);
+  return j;
+}
+
+void validate_config(const TrainConfig& c) {
+  VLP_CHECK(c.backbone == "t5" || c.backbone == "bart", "config: backbone must be t5 or bart, got '", c.backbone, "'");
+  for (auto [k, v] : {std::pair{"d_model", c.d_model}, {"layers", c.layers}, {"heads", c.heads}, {"d_ff", c.d_ff},
+                      {"batch_size", c.batch_size}, {"grad_accum", c.grad_accum},
+                      {"train_examples", c.train_examples}, {"eval_examples", c.eval_examples},
+                      {"patch", c.patch}, {"image_size", c.image_size}})
+    VLP_CHECK(v > 0, "config: key '", k, "' must be positive, got ", v);
+  VLP_CHECK(c.steps >= 0, "config: key 'steps' must be >= 0 (0 = evaluate only), got ", c.steps);
+  VLP_CHECK(c.d_model % c.heads == 0, "config: d_model ", c.d_model, " must be a multiple of heads ", c.heads);
+  VLP_CHECK(c.image_size % c.patch == 0, "config: image_size must be a multiple of patch");
+  VLP_CHECK(c.lr > 0, "config: key 'lr' must be positive");
+  VLP_CHECK(c.warmup_ratio >= 0 && c.warmup_ratio <= 1, "config: key 'warmup_ratio' must be in [0, 1]");
+  for (auto [k, p] : {std::pair{"peft_config", c.peft_config}, {"init_from", c.init_from}})
+    VLP_CHECK(p.empty() || std::filesystem::exists(p), "config: key '", k, "' names a missing path '", p, "'");
+  VLP_CHECK(c.peft_config.empty() || c.peft_type.empty(), "config: set peft_config or peft_type, not both");
+  VLP_CHECK(!split_list(c.tasks).empty(), "config: key 'tasks' names no task");
+}
+
+}  // namespace vlp::trainer

@@ -1,0 +1,52 @@
+// Trainer configuration: one JSON object of known keys, overridden by --set key=value, checked strictly
+// (unknown keys, wrong types and missing paths are errors naming the key and where it came from).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+#include <nlohmann/json.hpp>
+
+namespace vlp::trainer {
+
+struct TrainConfig {
+  // Model: a tiny VL encoder-decoder (patch features of the synthetic images feed the visual embedding).
+  std::string backbone = "t5";  // t5 | bart
+  int64_t d_model = 64, layers = 2, heads = 4, d_ff = 128;
+  double dropout = 0.0;
+  int64_t image_size = 32, patch = 16;  // 16: one visual token per grid cell of the synthetic scenes
+  // Data: the synthetic VL tasks (tools/trainer/vl_tasks.h), comma-separated.
+  std::string tasks = "count,color";
+  int64_t train_examples = 1024, eval_examples = 128;  // per task
+  uint64_t data_seed = 0;
+  // Optimisation (spec/peft.md §2.12 defaults except lr / steps).
+  int64_t batch_size = 32, grad_accum = 1, steps = 300;
+  double lr = 1e-3, weight_decay = 0.01, warmup_ratio = 0.1, clip_norm = 5.0, adam_eps = 1e-6;
+  uint64_t seed = 9595;
+  // PEFT: a PEFT config file (adapter_config.json style) or an inline type with default fields; empty =
+  // full fine-tuning. peft_json holds extra fields for the inline type.
+  std::string peft_config, peft_type;
+  nlohmann::json peft_json = nlohmann::json::object();
+  bool freeze_backbone = false;     // without PEFT: train only the visual projection (a linear probe of the frozen base)
+  bool task_prefix = true;          // "count: " style prefixes (spec §2.10)
+  // Where to start from and where to write.
+  std::string init_from;            // a checkpoint's model.safetensors: initial weights (non-strict for adapters)
+  std::string out_dir = "vlpeft_run";
+  bool resume = false;              // continue from out_dir/last when present
+  int64_t eval_every = 100, save_every = 100, log_every = 10;
+  int64_t max_new_tokens = 3;
+  bool progress = true;
+  int64_t threads = 0;              // OpenMP threads (0 = leave as is); tiny models run best on 1
+  double peak_tflops = 989.0;       // MFU denominator (spec/performance.md: bf16 dense peak of H100/H200)
+};
+
+// Parses a config object (source names it in errors), then applies overrides "key=value" (value parsed as
+// JSON when it parses, else taken as a string).
+TrainConfig parse_config(const nlohmann::json& j, const std::string& source,
+                         const std::vector<std::string>& overrides = {});
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+nlohmann::json config_to_json(const TrainConfig& c);
+// Checks paths and ranges; errors name the key.
+void validate_config(const TrainConfig& c);
+std::vector<std::string> split_list(const std::string& s);
+
+}  // namespace vlp::trainer

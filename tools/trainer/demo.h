@@ -1,0 +1,47 @@
+// The embedded demo (`vlpeft` with no arguments): pretrain a tiny VL encoder-decoder (linear patch
+// embedding of the synthetic images + tiny T5) on some synthetic tasks, then adapt it to held-out tasks
+// with full fine-tuning and each PEFT method, and print a table. Methods are rows of demo_methods(): adding
+// one is one line. A method whose PEFT type is not built in is reported as unavailable, not fatal.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+#include <nlohmann/json.hpp>
+
+namespace vlp::trainer {
+
+struct DemoMethod {
+  std::string name;
+  std::string peft_type;  // "" = full fine-tuning; "-" = no training (the frozen base); "visual" = visual projection only
+  nlohmann::json fields;  // PEFT config fields
+  double lr;
+};
+const std::vector<DemoMethod>& demo_methods();
+
+struct DemoOptions {
+  int64_t pretrain_steps = 1000, adapt_steps = 300, train_examples = 1024, eval_examples = 200;
+  int64_t d_model = 64, layers = 2, batch_size = 32;
+  std::string pretrain_tasks = "count,color,shape", adapt_tasks = "what_color,color_shape";
+  std::string out_dir = "vlpeft_demo";
+  std::vector<std::string> only;  // method names to run (empty = all)
+  bool progress = true;
+  int64_t threads = 1;  // tiny matrices: one thread beats two (and is robust on a shared machine)
+};
+
+struct DemoRow {
+  std::string method;
+  double trainable_pct = 0;
+  std::map<std::string, double> scores;
+  double peak_mb = 0, seconds = 0;
+  std::string error;  // non-empty: the method did not run
+};
+
+struct DemoResult {
+  std::map<std::string, double> pretrain_scores;  // base model on its own tasks
+  std::vector<DemoRow> rows;
+};
+
+DemoResult run_demo(const DemoOptions& options);
+std::string format_demo_table(const DemoResult& r, const DemoOptions& options);
+
+}  // namespace vlp::trainer

@@ -1,0 +1,75 @@
+// The vlpeft trainer: a tiny VL encoder-decoder (models/vl) trained on the synthetic VL tasks with full
+// fine-tuning or any PEFT method of models/peft/peft.h, multi-task batches (one task per batch, spec
+// §2.10), AdamW with linear warmup/decay, clipping and gradient accumulation, evaluation, atomic
+// checkpoints that resume bit-exactly, a JSONL metrics log and an SVG plot.
+//
+// Checkpoint file (safetensors, written to a temporary file, fsynced, renamed): "model.<param>" for every
+// parameter, "optim.<key>" the optimizer state, metadata: step, micro_batch (data position), rng_seed,
+// rng_offset (dropout generator), best_score, config, and data_fnv1a (a checksum over every tensor's bytes
+// in name order). out_dir/last.safetensors is the newest, out_dir/last.prev.safetensors the one before,
+// out_dir/best.safetensors the best mean eval score.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/optim.h"
+#include "models/vl/vl_seq2seq.h"
+#include "runtime/rng.h"
+#include "tools/trainer/config.h"
+#include "tools/trainer/vl_tasks.h"
+
+namespace vlp::trainer {
+
+VLSeq2SeqConfig model_config(const TrainConfig& c);
+
+struct Session {
+  TrainConfig cfg;
+  std::unique_ptr<VLSeq2Seq> model;
+  std::vector<std::string> tasks;
+  std::vector<std::vector<VLExample>> train_data, eval_data;
+  int64_t n_patches = 0, patch_dim = 0;
+  std::vector<std::pair<std::string, Tensor>> trainable;  // in optimizer order
+  Optimizer opt;
+  Generator dropout_gen;
+  int64_t step = 0, micro_batch = 0;
+  double best_score = -1.0;
+  bool peft = false;
+};
+
+// Builds data and model (seeded), loads init_from, attaches PEFT, freezes per method, makes the optimizer.
+std::unique_ptr<Session> make_session(const TrainConfig& cfg);
+
+// The micro-batch at a global index: (task index, example indices); deterministic in (seed, index).
+std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_batch);
+
+// Greedy-generation accuracy (exact match of the answer) per task on the eval split.
+std::map<std::string, double> evaluate(Session& s, int64_t max_examples = -1);
+
+struct RunSummary {
+  int64_t steps = 0;
+  double last_loss = 0, seconds = 0, tokens_per_s = 0, samples_per_s = 0, model_tflops = 0, mfu = 0;
+  int64_t peak_rss_bytes = 0, trainable = 0, total = 0;
+  std::map<std::string, double> metrics;
+  std::string mfu_formula;
+};
+
+// Trains to cfg.steps (resuming from out_dir when cfg.resume). Stops with an Error on a NaN/Inf loss.
+// The environment variable VLP_TRAINER_KILL_AT_STEP=N makes the process SIGKILL itself after step N
+// (tests of crash-resume).
+RunSummary train(Session& s);
+
+// Checkpoints.
+void save_training_checkpoint(const Session& s, const std::string& path);
+// Verifies the checksum and the contents against the session; an Error naming the file and the problem
+// when it is truncated, corrupt or does not fit. Restores weights, optimizer, RNG, data position, step.
+void load_training_checkpoint(Session& s, const std::string& path);
+// Copies only the model weights of a checkpoint (non-strict over adapters) into a model.
+void load_model_weights(VLSeq2Seq& model, const std::string& path);
+
+int64_t peak_rss_bytes();
+// Writes an SVG plot of loss and eval metrics from a metrics.jsonl.
+void write_svg_plot(const std::string& jsonl_path, const std::string& svg_path);
+
+}  // namespace vlp::trainer
