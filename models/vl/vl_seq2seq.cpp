@@ -76,6 +76,14 @@ Tensor VisualEmbedding::forward(const VisualInput& visual) const {
   return add(add(f, p), add(to(img, f.dtype()), to(obj, f.dtype())));
 }
 
+void VLSeq2Seq::adopt_backbone_children() {
+  for (const auto& [name, child] : backbone().children()) {
+    bool known = false;
+    for (const auto& [mine, m] : children()) known = known || mine == name;
+    if (!known) register_module(name, child);
+  }
+}
+
 VLSeq2Seq::VLSeq2Seq(const VLSeq2SeqConfig& cfg) : config(cfg) {
   if (cfg.backbone == "t5") {
     t5 = std::make_unique<T5ForConditionalGeneration>(cfg.t5);

@@ -64,6 +64,10 @@ struct VLSeq2Seq : Module {
   explicit VLSeq2Seq(const VLSeq2SeqConfig& config);
 
   Module& backbone() { return t5 ? static_cast<Module&>(*t5) : static_cast<Module&>(*bart); }
+  // This model lists the backbone's children as its own (so names follow the original VL-T5 / VL-BART
+  // checkpoints). PEFT adds children to the backbone later (prompt tables "peft_shared.<name>", adapter
+  // state); call this after peft::add_adapter(backbone(), ...) so they are listed here too.
+  void adopt_backbone_children();
   const Embedding& shared() const { return t5 ? t5->shared : bart->model.shared; }
   int64_t vocab_size() const { return t5 ? config.t5.vocab_size : config.bart.vocab_size; }
   int64_t d_model() const { return t5 ? config.t5.d_model : config.bart.d_model; }

@@ -216,6 +216,24 @@ TEST(TrainerPeft, OnlyAdapterAndVisualProjectionTrain) {
   EXPECT_TRUE(visual);
 }
 
+// Prompt tables live on the backbone ("peft_shared.<name>"); the VL model must list them so the optimizer,
+// checkpoints and the trainable count see them.
+TEST(TrainerPeft, PromptTuningTableIsTrainedAndCheckpointed) {
+  TrainConfig c = small_config(test::temp_dir("trainer_prompt").string());
+  c.peft_type = "PROMPT_TUNING";
+  c.peft_json = {{"num_virtual_tokens", 4}};
+  auto s = make_session(c);
+  std::vector<std::string> prompt_params;
+  for (auto& [name, p] : s->trainable)
+    if (name.find("peft_shared.default.") != std::string::npos) prompt_params.push_back(name);
+  ASSERT_EQ(prompt_params.size(), 1u);
+  EXPECT_EQ(prompt_params[0], "peft_shared.default.embedding.weight");
+  int64_t listed = 0;
+  for (auto& [name, p] : s->model->named_parameters())
+    if (name == prompt_params[0]) listed = p.numel();
+  EXPECT_EQ(listed, 4 * c.d_model);
+}
+
 // CI-sized demo: the base learns its tasks, and LoRA adaptation beats the frozen base (trained visual
 // projection only) on the held-out tasks.
 TEST(TrainerDemo, AdaptedModelBeatsFrozenBase) {

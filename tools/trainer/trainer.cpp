@@ -104,6 +104,7 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
       pc = peft::parse_peft_config(j, "config peft_type/peft_json");
     }
     peft::add_adapter(s->model->backbone(), pc, "default", cfg.seed);
+    s->model->adopt_backbone_children();  // prompt tables live on the backbone
     s->peft = true;
     // The visual projection is always trainable (spec §2.2); the shared rows it reads stay frozen.
     s->model->visual_embedding->set_requires_grad(true);
