@@ -175,8 +175,12 @@ TEST(Methods, FusionOverTwoAttachedAdapters) {
   // Fusion training: members frozen, fusion layers trainable.
   freeze_fusion_members(*fresh);
   for (auto& [n, p] : fresh->named_parameters()) {
-    if (contains(n, ".adapters.a.") || contains(n, ".adapters.b.")) EXPECT_FALSE(p.requires_grad()) << n;
-    if (contains(n, ".adapters.fusion.")) EXPECT_TRUE(p.requires_grad()) << n;
+    if (contains(n, ".adapters.a.") || contains(n, ".adapters.b.")) {
+      EXPECT_FALSE(p.requires_grad()) << n;
+    }
+    if (contains(n, ".adapters.fusion.")) {
+      EXPECT_TRUE(p.requires_grad()) << n;
+    }
   }
   std::filesystem::remove_all(dir);
 }
