@@ -277,6 +277,28 @@ TEST(CliExtract, ShardsReadBackThroughDataEqualTheTower) {
     a.resume = false;
     EXPECT_EQ(extract_features_command(a).images_extracted, r.images);
   }
+  // The binary: the same extraction from the command line.
+  if (has_binary()) {
+    const std::string out = (dir / "out_binary").string();
+    CmdResult b = run_vlpeft("extract-features --model " + kModels + "/vit/base --images " + (dir / "pngs").string() +
+                             " --out " + out + " --mode grid --grid 2 --batch 3 --dtype f32 --quiet");
+    EXPECT_EQ(b.rc, 0) << b.err;
+    EXPECT_NE(b.out.find("4 images in 1 shards"), std::string::npos) << b.out;
+    FeatureOptions o;
+    o.grid_h = o.grid_w = 2;
+    std::vector<std::string> paths;
+    for (int i = 0; i < 4; ++i) paths.push_back((dir / "pngs" / ("img" + std::to_string(i) + ".png")).string());
+    EXPECT_TRUE(test::all_close(data::read_image_features(data::read_feature_shard_index(out), {"img0", "img1", "img2", "img3"}),
+                                direct_features(tower, paths, load, o), 1e-5, 1e-5));
+    b = run_vlpeft("extract-features --model " + kModels + "/vit/base --images " + (dir / "pngs").string() + " --out " +
+                   out + " --mode grid --grid 2 --quiet");
+    EXPECT_EQ(b.rc, 0) << b.err;
+    EXPECT_NE(b.out.find("0 extracted now, 1 shards already there"), std::string::npos) << b.out;
+    b = run_vlpeft("extract-features --model " + kModels + "/vit/base --images " + (dir / "pngs").string() + " --out " +
+                   out + " --mode pooled --quiet");  // other settings in the same directory: refused
+    EXPECT_EQ(b.rc, 1);
+    EXPECT_NE(b.err.find("other settings"), std::string::npos) << b.err;
+  }
   // Unknown ids are errors naming them and the directory.
   data::FeatureShardIndex index = data::read_feature_shard_index((dir / "out_grid_f32_pngs").string());
   try {
