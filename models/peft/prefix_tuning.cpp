@@ -80,7 +80,8 @@ void attach_prefix_tuning(AttachContext& ctx) {
   VLP_CHECK(subs == (m.encoder_decoder ? 2 : 1), c.source, ": num_transformer_submodules ", subs, " (task_type '",
             c.task_type, "') does not fit this ", m.encoder_decoder ? "encoder-decoder (SEQ_2_SEQ_LM, 2)" : "decoder-only model (1)");
   const bool projection = c.get_bool("prefix_projection", false) && !c.get_bool("inference_mode", false);
-  PromptEncoder& enc = register_prompt_encoder(ctx, n * subs, projection ? d : L * 2 * d);
+  // HF's PrefixEncoder has num_virtual_tokens rows whatever the submodule count.
+  PromptEncoder& enc = register_prompt_encoder(ctx, n, projection ? d : L * 2 * d);
   {
     NoGradGuard no_grad;
     normal_(enc.embedding.weight, 0.0, 1.0, &ctx.generator);
