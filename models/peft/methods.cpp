@@ -137,6 +137,7 @@ const std::vector<PeftMethod>& all_methods() {
       {"P_TUNING", attach_p_tuning, prompt_file_key, kPTuningDefaults, prompt_prepare_save},
       {"PREFIX_TUNING", attach_prefix_tuning, prompt_file_key, kPrefixTuningDefaults, prompt_prepare_save},
       {"VLPEFT_PROMPT", attach_vl_prompt, vl_prompt_file_key},
+      {"VLPEFT_PREFIX_TUNING", attach_vl_prefix_tuning, vl_prompt_file_key},
       {"VLPEFT_VPT", attach_vpt},
       {"ADAPTION_PROMPT", attach_adaption_prompt, adaption_prompt_file_key, kAdaptionPromptDefaults,
        adaption_prompt_prepare_save},

@@ -1,6 +1,8 @@
 // Prefix tuning (spec/peft.md §4.13): see prefix_tuning.h.
 #include "models/peft/prefix_tuning.h"
 
+#include <algorithm>
+
 #include "models/bart.h"
 #include "models/gpt2.h"
 #include "models/t5.h"
@@ -33,7 +35,8 @@ namespace {
 // size, and the self-attention sites that get prefixes, in layer order.
 struct PrefixTargets {
   int64_t layers = 0, heads = 0, width = 0, head_dim = 0;
-  std::vector<AttentionSite*> sites;
+  std::vector<AttentionSite*> sites;                // decoder (or decoder-only) self-attention
+  std::vector<AttentionSite*> encoder_sites, cross_sites;  // encoder-decoders
   bool encoder_decoder = false;
 };
 
@@ -47,12 +50,20 @@ PrefixTargets prefix_targets(Module& model, const std::string& source) {
     t.layers = t5->config.num_layers, t.heads = t5->config.num_heads, t.width = t5->config.d_model;
     t.head_dim = t5->config.d_kv;
     t.encoder_decoder = true;
-    for (auto& b : t5->decoder.blocks) t.sites.push_back(&b->self_attention.SelfAttention.attn_site);
+    for (auto& b : t5->decoder.blocks) {
+      t.sites.push_back(&b->self_attention.SelfAttention.attn_site);
+      t.cross_sites.push_back(&b->cross_attention->EncDecAttention.attn_site);
+    }
+    for (auto& b : t5->encoder.blocks) t.encoder_sites.push_back(&b->self_attention.SelfAttention.attn_site);
   } else if (auto* bart = dynamic_cast<BartForConditionalGeneration*>(&model)) {
     t.layers = bart->config.encoder_layers, t.heads = bart->config.decoder_attention_heads;
     t.width = bart->config.d_model, t.head_dim = t.width / t.heads;
     t.encoder_decoder = true;
-    for (auto& b : bart->model.decoder.blocks) t.sites.push_back(&b->self_attn.attn_site);
+    for (auto& b : bart->model.decoder.blocks) {
+      t.sites.push_back(&b->self_attn.attn_site);
+      t.cross_sites.push_back(&b->encoder_attn->attn_site);
+    }
+    for (auto& b : bart->model.encoder.blocks) t.encoder_sites.push_back(&b->self_attn.attn_site);
   } else {
     VLP_FAIL(source, ": PREFIX_TUNING supports GPT-2, T5 and BART models (got backbone '", backbone_kind(model), "')");
   }
@@ -97,6 +108,57 @@ void attach_prefix_tuning(AttachContext& ctx) {
     const int64_t key_block = m.encoder_decoder ? (4 * l) % (2 * L) : 2 * l;
     attach_adapter(*m.sites[size_t(l)], ctx.adapter_name, std::make_shared<PrefixAdapter>(&enc, key_block, n, H));
   }
+}
+
+void attach_vl_prefix_tuning(AttachContext& ctx) {
+  const PeftConfig& c = ctx.config;
+  const PrefixTargets m = prefix_targets(ctx.model, c.source);
+  const int64_t n = c.get_int("num_virtual_tokens", 0);
+  VLP_CHECK(n > 0, c.source, ": field 'num_virtual_tokens' must be a positive integer");
+  const int64_t d = m.width;
+  VLP_CHECK(m.heads * m.head_dim == d, c.source, ": prefix tuning needs heads x head width (", m.heads, " x ",
+            m.head_dim, ") equal to the model width ", d);
+  std::vector<std::string> locations;
+  if (c.raw.contains("locations") && !c.raw["locations"].is_null()) {
+    VLP_CHECK(c.raw["locations"].is_array(), c.source, ": field 'locations' must be a list of \"encoder\", ",
+              "\"decoder\", \"cross\"");
+    for (const auto& l : c.raw["locations"]) {
+      VLP_CHECK(l.is_string(), c.source, ": field 'locations' must hold strings");
+      locations.push_back(l.get<std::string>());
+    }
+  } else {
+    locations = m.encoder_decoder ? std::vector<std::string>{"encoder", "decoder", "cross"}
+                                  : std::vector<std::string>{"decoder"};
+  }
+  auto has = [&](const std::string& where) {
+    return std::find(locations.begin(), locations.end(), where) != locations.end();
+  };
+  for (const auto& l : locations) {
+    VLP_CHECK(l == "encoder" || l == "decoder" || l == "cross", c.source, ": unknown prefix location \"", l,
+              "\" (encoder, decoder, cross)");
+    VLP_CHECK(m.encoder_decoder || l == "decoder", c.source, ": location \"", l,
+              "\" needs an encoder-decoder model (this one has self-attention only: \"decoder\")");
+  }
+  std::vector<AttentionSite*> sites;  // the documented order: encoder, decoder self, cross
+  if (has("encoder")) sites.insert(sites.end(), m.encoder_sites.begin(), m.encoder_sites.end());
+  if (has("decoder")) sites.insert(sites.end(), m.sites.begin(), m.sites.end());
+  if (has("cross")) sites.insert(sites.end(), m.cross_sites.begin(), m.cross_sites.end());
+  VLP_CHECK(!sites.empty(), c.source, ": field 'locations' selects no attention");
+  const int64_t S = int64_t(sites.size());
+  const bool projection = c.get_bool("prefix_projection", false);
+  PromptEncoder& enc = register_prompt_encoder(ctx, n, projection ? d : S * 2 * d);
+  {
+    NoGradGuard no_grad;
+    normal_(enc.embedding.weight, 0.0, 1.0, &ctx.generator);
+  }
+  if (projection) {
+    const int64_t h = c.get_int("encoder_hidden_size", 0) > 0 ? c.get_int("encoder_hidden_size", 0) : d;
+    enc.activation = "tanh";
+    enc.add_layer("transform", 0, d, h, ctx.generator);
+    enc.add_layer("transform", 2, h, S * 2 * d, ctx.generator);
+  }
+  for (int64_t k = 0; k < S; ++k)
+    attach_adapter(*sites[size_t(k)], ctx.adapter_name, std::make_shared<PrefixAdapter>(&enc, 2 * k, n, m.heads));
 }
 
 }  // namespace vlp::peft

@@ -16,6 +16,17 @@
 //     config's num_layers (transformers' num_hidden_layers: T5 num_layers, BART encoder_layers) and must equal
 //     the decoder's layer count.
 // The attention mask of the prefixed attention gets n ones in front (when the call has a padding mask).
+//
+// VLPEFT_PREFIX_TUNING (project type, spec §4.13: encoder and cross-attention prefixes as adapter-hub/adapters
+// offers them): one key block and one value block per prefixed attention, in the order encoder self-attention
+// layers, decoder self-attention layers, decoder cross-attention layers (only the enabled locations), site k
+// reading blocks 2k and 2k + 1 of a table [n, S * 2 * d] (S sites), or of E [n, d] through
+// Linear(d, encoder_hidden_size) Tanh Linear(encoder_hidden_size, S * 2 * d) with prefix_projection. Fields:
+// num_virtual_tokens, locations (list of "encoder", "decoder", "cross"; default all three on T5 / BART,
+// "decoder" on GPT-2), prefix_projection (false), encoder_hidden_size (d). Prefix keys count as past
+// positions wherever the backbone has a notion of it (BART / GPT-2 decoder positions start after them; T5's
+// relative bias puts them before the queries); BART's encoder positions are unchanged. The file keeps the
+// table and the MLP ("prompt_encoder.embedding.weight", "prompt_encoder.transform.{0,2}.{weight,bias}").
 #pragma once
 #include "models/peft/prompt_tuning.h"
 
@@ -32,5 +43,6 @@ struct PrefixAdapter : AttentionAdapter {
 };
 
 void attach_prefix_tuning(AttachContext& ctx);
+void attach_vl_prefix_tuning(AttachContext& ctx);
 
 }  // namespace vlp::peft

@@ -71,7 +71,7 @@ void attach_vl_prompt(AttachContext& ctx) {
 
 std::string vl_prompt_file_key(const std::string& param_name, const std::string& adapter_name) {
   const std::string shared = "peft_shared." + adapter_name + ".";
-  VLP_CHECK(param_name.rfind(shared, 0) == 0, "parameter '", param_name, "' is not one of VL prompt adapter '",
+  VLP_CHECK(param_name.rfind(shared, 0) == 0, "parameter '", param_name, "' is not one of prompt adapter '",
             adapter_name, "'");
   return "prompt_encoder." + param_name.substr(shared.size());
 }

@@ -43,6 +43,8 @@ struct VlPromptAdapter : InputAdapter {
 };
 
 void attach_vl_prompt(AttachContext& ctx);
+// File keys of the project prompt types (VLPEFT_PROMPT, VLPEFT_PREFIX_TUNING): "peft_shared.<adapter>.<rest>"
+// is saved as "prompt_encoder.<rest>" (the table and its MLP, not only the MLP's output).
 std::string vl_prompt_file_key(const std::string& param_name, const std::string& adapter_name);
 
 }  // namespace vlp::peft
