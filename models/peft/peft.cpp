@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "models/peft/ln_tuning.h"
+#include "models/peft/vit_names.h"
 #include "runtime/safetensors.h"
 
 namespace vlp::peft {
@@ -655,18 +656,41 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
              "read). Re-save the adapter with safetensors (save_pretrained(safe_serialization=True)).");
   VLP_CHECK(fs::exists(base / "adapter_config.json"), base.string(), ": no adapter_config.json");
   VLP_CHECK(fs::exists(st_path), base.string(), ": no adapter_model.safetensors");
-  PeftConfig config = load_peft_config((base / "adapter_config.json").string());
+  const std::string config_path = (base / "adapter_config.json").string();
+  SafetensorsFile file = load_safetensors(st_path.string());
+  // The file's tensors by key. A ViT adapter written by PEFT on transformers 5 names the renamed modules
+  // (vit.layers.N.attention.q_proj, ...): its keys and config are translated to the classic names models/vit
+  // uses, by the one table of models/peft/vit_names.cpp (save_adapter writes the classic names).
+  std::map<std::string, Tensor> file_tensors;
+  for (auto& [k, t] : file.tensors) file_tensors[k] = t;
+  PeftConfig config = load_peft_config(config_path);
+  if (backbone_kind(model) == "vit") {
+    std::vector<std::string> keys;
+    for (auto& [k, t] : file.tensors) keys.push_back(k);
+    if (uses_transformers5_vit_names(config.raw, keys)) {
+      config = parse_peft_config(vit_config_from_transformers5(config.raw, config_path), config_path);
+      file_tensors.clear();
+      for (auto& [k, t] : file.tensors) {
+        const std::string classic = vit_key_from_transformers5(k);
+        VLP_CHECK(file_tensors.emplace(classic, t).second, st_path.string(), ": tensors '", k,
+                  "' and another map to the same classic ViT name '", classic, "'");
+      }
+    }
+  }
   // The file's tensors replace whatever the initialisation drew. Base-rewriting inits (PiSSA, OLoRA) run again
   // on load, as PEFT does, so an adapter saved with them loads onto the original base; an adapter converted
   // with save_adapter_as_plain_lora (init true, rank 2r) needs no rewrite.
   add_adapter(model, config, adapter_name, 0);
 
-  SafetensorsFile file = load_safetensors(st_path.string());
   auto expected = adapter_tensors(model, config, adapter_name);
+  auto find = [&](const std::string& key) -> const Tensor* {
+    auto it = file_tensors.find(key);
+    return it == file_tensors.end() ? nullptr : &it->second;
+  };
   std::vector<std::string> problems;
   std::set<std::string> used;
   for (auto& [key, t] : expected) {
-    const Tensor* src = file.find(key);
+    const Tensor* src = find(key);
     // VeRA saved with save_projection = false: the projections were regenerated from projection_prng_key by
     // attach_vera, bit-exactly as torch's generator (models/peft/vera.h).
     if (!src && config.peft_type == "VERA" && !config.get_bool("save_projection", true) &&
@@ -683,7 +707,7 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
     else if (!is_floating(src->dtype()))
       problems.push_back(str("dtype mismatch: ", key, ": file ", src->dtype(), ", a floating dtype expected"));
   }
-  for (auto& [key, t] : file.tensors)
+  for (auto& [key, t] : file_tensors)
     if (!used.count(key)) problems.push_back("unexpected tensor: " + key + " " + shape_str(t.shape()));
   if (!problems.empty()) {
     delete_adapter(model, adapter_name);
@@ -694,7 +718,7 @@ PeftConfig load_adapter(Module& model, const std::string& dir, const std::string
   }
   NoGradGuard no_grad;
   for (auto& [key, t] : expected)
-    if (const Tensor* src = file.find(key)) copy_(t, convert(*src, t.dtype()));
+    if (const Tensor* src = find(key)) copy_(t, convert(*src, t.dtype()));
   return config;
 }
 

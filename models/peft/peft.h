@@ -164,6 +164,11 @@ void save_adapter(Module& model, const PeftConfig& config, const std::string& ad
 // adapter_model.safetensors: adapter parameters and buffers, modules_to_save, biases per `bias`.
 std::vector<std::pair<std::string, Tensor>> adapter_state_dict(Module& model, const std::string& adapter_name);
 // Reads the config, attaches the adapter, loads its tensors; every mismatch named.
+// ViT names: models/vit uses the classic module names (vit.encoder.layer.N.attention.attention.query, ...,
+// attention.output.dense, intermediate.dense, output.dense), those of every published ViT checkpoint and of
+// adapters made with transformers 4.x, and save_adapter writes them. An adapter HF PEFT wrote on transformers 5
+// (vit.layers.N.attention.q_proj, mlp.fc1, ...) is translated on load by the one table of
+// models/peft/vit_names.cpp, which names any key or config entry it cannot map.
 PeftConfig load_adapter(Module& model, const std::string& dir, const std::string& adapter_name = "default");
 
 }  // namespace vlp::peft

@@ -55,9 +55,9 @@ CASES = {
                                              rank_pattern={"fc1": 2}, alpha_pattern={"v_proj": 4})),
     "bart_dora": ("bart", lambda: LoraConfig(r=2, lora_alpha=2, use_dora=True, target_modules=["q_proj", "out_proj"])),
     "bart_ia3": ("bart", lambda: IA3Config(target_modules=["q_proj", "v_proj", "fc2"], feedforward_modules=["fc2"])),
-    # ViT is absent: transformers 5.x loads ViT checkpoints into renamed modules (vit.layers.N.attention.q_proj),
-    # so PEFT's adapter keys for ViT no longer follow the checkpoint names models/vit uses; ViT LoRA (with the
-    # classifier in modules_to_save) is tested natively in tests/peft.
+    # ViT: transformers 5.x loads ViT checkpoints into renamed modules (vit.layers.N.attention.q_proj), so PEFT's
+    # ViT adapter files use names models/vit translates on load; those cases live in make_peft_vit_fixtures.py
+    # (tests/fixtures/peft_vit).
     "bart_lora_bias_all": ("bart", lambda: LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj"], bias="all",
                                                       layers_to_transform=[1], layers_pattern="layers")),
     "bart_ln_tuning": ("bart", lambda: LNTuningConfig(target_modules=["self_attn_layer_norm", "final_layer_norm"])),
