@@ -8,6 +8,7 @@
 //     left in build/peft_written_vit/<case> for `make_peft_vit_fixtures.py --check build/peft_written_vit`,
 //     which renames them to the transformers-5 scheme and loads them in PEFT
 //     (tests/fixtures/peft_vit/written_by_vlpeft_check.json);
+//   - merged == unmerged (1e-5) for every case;
 //   - the name table itself: known keys, regex for a bare fc2, and errors naming what it cannot map.
 #include <filesystem>
 
@@ -144,6 +145,19 @@ TEST_P(VitPeft, WrittenFilesUseClassicNamesAndRoundTrip) {
   EXPECT_TRUE(test::all_close(again.logits(), logits, 0, 0));
   EXPECT_FALSE(test::all_close(logits, test::read_tensors(vit_dir(c.name) + "/fixture.safetensors").at("logits"),
                                1e-6, 0));
+}
+
+TEST_P(VitPeft, MergedEqualsUnmerged) {
+  const Case c = GetParam();
+  test::TinyModel m("vit");
+  peft::load_adapter(m.module(), vit_dir(c.name));
+  Tensor unmerged = m.logits();
+  peft::merge_adapters(m.module(), {});
+  EXPECT_TRUE(close_to_scale(m.logits(), unmerged, 1e-5));
+  peft::unmerge_adapters(m.module());
+  EXPECT_TRUE(close_to_scale(m.logits(), unmerged, 1e-5));
+  peft::merge_and_unload(m.module());
+  EXPECT_TRUE(close_to_scale(m.logits(), unmerged, 1e-5));
 }
 
 // Attention-only classic targets as PEFT on transformers 4.x lists them (PEFT's order).
