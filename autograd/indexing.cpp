@@ -4,11 +4,14 @@
 // split returns views of its input (they share its storage, like narrow) and its backward writes each
 // output's gradient into its slice (zeros for an output that was not used). Floating tensors are indexed
 // in their compute dtype (BF16/F16 through F32); integer and Bool tensors are moved as they are and never
-// record a gradient. Masks and conditions (Bool/U8/I32/I64) mean "true" where nonzero.
+// record a gradient. Masks and conditions (Bool/U8/I32/I64) mean "true" where nonzero. On CUDA (through
+// autograd/kernel_calls.h) where/masked_fill take floating tensors (computed in F32 or BF16) and
+// index_select any dtype (a byte copy); concat, split and stack are copies and work on any device.
 #include "autograd/indexing.h"
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "autograd/views.h"
 #include "kernels/cpu/index.h"
 
@@ -45,9 +48,14 @@ void dispatch_summable(const char* op, DType dt, Fn&& fn) {
   }
 }
 
+// The same on x's device: CUDA moves BF16 as it is.
+DType kernel_dtype(const Tensor& x) {
+  return is_floating(x.dtype()) ? compute_dtype(x.dtype(), x.device()) : x.dtype();
+}
+
 // x in the kernel dtype, keeping its layout when no conversion is needed.
 Tensor in_kernel_dtype(const Tensor& x) {
-  DType kd = kernel_dtype(x.dtype());
+  DType kd = kernel_dtype(x);
   return x.dtype() == kd ? x.detach() : convert(x, kd);
 }
 
@@ -59,8 +67,11 @@ Tensor bool_mask(const char* op, const Tensor& mask) {
   DType dt = mask.dtype();
   VLP_CHECK(dt == DType::Bool || dt == DType::U8 || dt == DType::I32 || dt == DType::I64, op,
             ": the mask must be Bool, U8, I32 or I64 (nonzero = true), got ", dt);
-  return convert(mask, DType::Bool, Device::cpu());
+  return convert(mask, DType::Bool, mask.device());
 }
+
+// A 0-dim tensor holding value in dt on device (a broadcast operand of where).
+Tensor scalar_on(double value, DType dt, Device device) { return scalar_tensor(value, dt, device); }
 
 void check_index_range(const char* op, const Tensor& index, int64_t size, int64_t dim) {
   const int64_t* p = index.data<int64_t>();
@@ -112,8 +123,13 @@ std::vector<Tensor*> pointers(std::vector<Tensor>& ts) {
 
 // out = cond ? a : b over `shape` (all three broadcast to it; a and b share the kernel dtype).
 Tensor select_where(const Tensor& cond, const Tensor& a, const Tensor& b, const Shape& shape) {
-  Tensor y = empty(shape, a.dtype());
+  Tensor y = empty(shape, a.dtype(), a.device());
   Shape sc = broadcast_strides(cond, shape), sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape);
+  if (!y.is_cpu()) {
+    VLP_CHECK(is_floating(a.dtype()), "where/masked_fill on ", y.device(), ": only floating tensors, got ", a.dtype());
+    call_where("where", shape, y, cond, sc, a, sa, b, sb);
+    return y;
+  }
   dispatch_movable("where", a.dtype(), [&](auto t) {
     using T = decltype(t);
     cpu::where<T>(shape, y.data<T>(), y.strides().data(), cond.data<bool>(), sc.data(), a.data<T>(), sa.data(),
@@ -211,37 +227,41 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  check_operands("index_select", {x, index}, /*same_dtype=*/false);
+  check_operands("index_select", {x, index}, /*same_dtype=*/false, /*cuda_ok=*/true);
   VLP_CHECK(x.dim() > 0, "index_select: x must have at least one dim");
   dim = x.wrap_dim(dim);
   VLP_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape ", shape_str(index.shape()));
   Tensor idx = index_as_i64("index_select", index);
   check_index_range("index_select", idx, x.size(dim), dim);
-  Tensor xc = convert(x, kernel_dtype(x.dtype()));  // contiguous: the kernel works on [outer, n, inner]
+  // Contiguous: the kernel works on [outer, n, inner]. CUDA copies bytes, so x keeps its dtype there.
+  Tensor xc = x.is_cpu() ? convert(x, kernel_dtype(x.dtype())) : contiguous_raw(x);
   int64_t outer, n, inner;
   split_around(x.shape(), dim, &outer, &n, &inner);
   const int64_t m = idx.numel();
   Shape shape = x.shape();
   shape[size_t(dim)] = m;
-  Tensor y = empty(shape, xc.dtype());
-  dispatch_movable("index_select", xc.dtype(), [&](auto t) {
-    using T = decltype(t);
-    cpu::index_select<T>(xc.data<T>(), idx.data<int64_t>(), y.data<T>(), outer, n, m, inner);
-  });
+  Tensor y;
+  if (x.is_cpu()) {
+    y = empty(shape, xc.dtype());
+    dispatch_movable("index_select", xc.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::index_select<T>(xc.data<T>(), idx.data<int64_t>(), y.data<T>(), outer, n, m, inner);
+    });
+  } else {  // a byte copy of any dtype: x as it is
+    y = empty(shape, x.dtype(), x.device());
+    call_index_select("index_select", xc, idx, y, outer, n, inner);
+  }
   Tensor out = back_to(y, x.dtype());
   if (Node* node = is_floating(x.dtype()) ? record("index_select", {x}, {&out}) : nullptr) {
     node->save({idx});
     Shape in_shape = x.shape();
     node->backward = [in_shape, dim](Node& node, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
-      Tensor dx = zeros(in_shape, gc.dtype());
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
+      Tensor dx = zeros(in_shape, gc.dtype(), gc.device());
       const Tensor& idx = node.saved[0];
       int64_t outer, n, inner;
       split_around(in_shape, dim, &outer, &n, &inner);
-      dispatch_float("index_select backward", gc.dtype(), [&](auto t) {
-        using T = decltype(t);
-        cpu::index_add<T>(gc.data<T>(), idx.data<int64_t>(), dx.data<T>(), outer, n, idx.numel(), inner);
-      });
+      call_index_add("index_select backward", gc, idx, dx, outer, n, inner);
       return {dx};
     };
   }
@@ -347,26 +367,26 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
-  check_operands("masked_fill", {x, mask}, /*same_dtype=*/false);
+  check_operands("masked_fill", {x, mask}, /*same_dtype=*/false, /*cuda_ok=*/true);
   Tensor m = bool_mask("masked_fill", mask);
   VLP_CHECK(m.dim() <= x.dim() && broadcast_shapes(x.shape(), m.shape()) == x.shape(), "masked_fill: mask of shape ",
             shape_str(m.shape()), " does not broadcast to x's shape ", shape_str(x.shape()));
   Tensor xc = in_kernel_dtype(x);
-  Tensor y = select_where(m, scalar_tensor(value, xc.dtype()), xc, x.shape());
+  Tensor y = select_where(m, scalar_on(value, xc.dtype(), xc.device()), xc, x.shape());
   Tensor out = back_to(y, x.dtype());
   if (Node* n = record("masked_fill", {x}, {&out})) {
     n->save({m});
     n->backward = [](Node& n, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
-      return {select_where(n.saved[0], scalar_tensor(0.0, gc.dtype()), gc, gc.shape())};
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
+      return {select_where(n.saved[0], scalar_on(0.0, gc.dtype(), gc.device()), gc, gc.shape())};
     };
   }
   return out;
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  check_operands("where", {a, b});
-  check_operands("where", {cond, a}, /*same_dtype=*/false);
+  check_operands("where", {a, b}, true, /*cuda_ok=*/true);
+  check_operands("where", {cond, a}, /*same_dtype=*/false, /*cuda_ok=*/true);
   Tensor c = bool_mask("where", cond);
   Shape shape = broadcast_shapes(broadcast_shapes(c.shape(), a.shape()), b.shape());
   Tensor y = select_where(c, in_kernel_dtype(a), in_kernel_dtype(b), shape);
@@ -375,8 +395,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     n->save({c});
     Shape a_shape = a.shape(), b_shape = b.shape();
     n->backward = [a_shape, b_shape](Node& n, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
-      Tensor zero = scalar_tensor(0.0, gc.dtype()), da, db;
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
+      Tensor zero = scalar_on(0.0, gc.dtype(), gc.device()), da, db;
       if (n.needs_grad(0)) da = sum_to(select_where(n.saved[0], gc, zero, gc.shape()), a_shape);
       if (n.needs_grad(1)) db = sum_to(select_where(n.saved[0], zero, gc, gc.shape()), b_shape);
       return {da, db};

@@ -7,6 +7,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/index.h"
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/random.h"
@@ -17,6 +18,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/index.h"
 #include "kernels/cuda/misc.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/runtime.h"
@@ -476,6 +478,200 @@ void call_attention_backward(const char* op, const AttentionConfig& c, const Ten
                              void_or_null(dbias), dB, dH, stream);
 #endif
   });
+}
+
+void call_bce_with_logits_forward(const char* op, const Tensor& x, const Tensor& t, const Tensor& loss) {
+  if (x.is_cpu()) {
+    VLP_CHECK(loss.dtype() == x.dtype(), op, ": the CPU per-element loss has the logits' dtype");
+    dispatch_float(op, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::bce_with_logits_forward<T>(x.data<T>(), t.data<T>(), loss.data<T>(), x.numel());
+    });
+    return;
+  }
+  VLP_CHECK(loss.dtype() == x.dtype() || loss.dtype() == DType::F32, op, ": the loss must be F32 or ", x.dtype());
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::bce_with_logits_forward(cuda_dtype(op, x.dtype()), x.data_ptr(), t.data_ptr(), loss.data_ptr(),
+                                  loss.dtype() == DType::F32, x.numel(), stream);
+#endif
+  });
+}
+
+void call_bce_with_logits_backward(const char* op, const Tensor& x, const Tensor& t, const Tensor& dloss,
+                                   int64_t dloss_stride, double scale, const Tensor& dx, const Tensor& dtarget) {
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::bce_with_logits_backward<T>(x.data<T>(), ptr_or_null<T>(t), dloss.data<T>(), dloss_stride, scale,
+                                       x.numel(), ptr_or_null<T>(dx), ptr_or_null<T>(dtarget));
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::bce_with_logits_backward(cuda_dtype(op, x.dtype()), x.data_ptr(), void_or_null(t), dloss.data_ptr(),
+                                   dloss_stride, scale, x.numel(), void_or_null(dx), void_or_null(dtarget), stream);
+#endif
+  });
+}
+
+void call_where(const char* op, const Shape& shape, const Tensor& out, const Tensor& cond, const Shape& cond_strides,
+                const Tensor& a, const Shape& a_strides, const Tensor& b, const Shape& b_strides) {
+  if (out.is_cpu()) {
+    dispatch_float(op, out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::where<T>(shape, out.data<T>(), out.strides().data(), cond.data<bool>(), cond_strides.data(), a.data<T>(),
+                    a_strides.data(), b.data<T>(), b_strides.data());
+    });
+    return;
+  }
+  VLP_CHECK(cond.device() == out.device() && cond.dtype() == DType::Bool, op, ": the condition must be Bool on ",
+            out.device());
+  on_gpu(op, out.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::where(cuda_dtype(op, out.dtype()), shape, out.data_ptr(), out.strides().data(), cond.data<bool>(),
+                cond_strides.data(), a.data_ptr(), a_strides.data(), b.data_ptr(), b_strides.data(), stream);
+#endif
+  });
+}
+
+namespace {
+// The index as a contiguous I64 tensor on device (uploaded when device is a GPU).
+Tensor index_on(const Tensor& index, Device device) { return convert(index, DType::I64, device); }
+}  // namespace
+
+void call_index_select(const char* op, const Tensor& x, const Tensor& index, const Tensor& y, int64_t outer,
+                       int64_t n, int64_t inner) {
+  const int64_t m = index.numel();
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::index_select<T>(x.data<T>(), index.data<int64_t>(), y.data<T>(), outer, n, m, inner);
+    });
+    return;
+  }
+  Tensor idx = index_on(index, x.device());
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::index_select(int(x.element_size()), x.data_ptr(), idx.data<int64_t>(), y.data_ptr(), outer, n, m, inner,
+                       stream);
+#endif
+  });
+}
+
+void call_index_add(const char* op, const Tensor& g, const Tensor& index, const Tensor& dx, int64_t outer, int64_t n,
+                    int64_t inner) {
+  const int64_t m = index.numel();
+  if (g.is_cpu()) {
+    dispatch_float(op, g.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::index_add<T>(g.data<T>(), index.data<int64_t>(), dx.data<T>(), outer, n, m, inner);
+    });
+    return;
+  }
+  Tensor idx = index_on(index, g.device());
+  on_gpu(op, g.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::index_add(cuda_dtype(op, g.dtype()), g.data_ptr(), idx.data<int64_t>(), dx.data_ptr(), outer, n, m, inner,
+                    stream);
+#endif
+  });
+}
+
+void call_max_dim(const char* op, const Tensor& x, const Tensor& values, const Tensor& indices, int64_t outer,
+                  int64_t n, int64_t inner) {
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::max_dim<T>(x.data<T>(), values.data<T>(), indices.data<int64_t>(), outer, n, inner);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::max_dim(cuda_dtype(op, x.dtype()), x.data_ptr(), values.data_ptr(), indices.data<int64_t>(), outer, n,
+                  inner, stream);
+#endif
+  });
+}
+
+void call_scatter_dim(const char* op, const Tensor& g, const Tensor& indices, const Tensor& dx, int64_t outer,
+                      int64_t n, int64_t inner) {
+  if (g.is_cpu()) {
+    dispatch_float(op, g.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::scatter_dim<T>(g.data<T>(), indices.data<int64_t>(), dx.data<T>(), outer, n, inner);
+    });
+    return;
+  }
+  on_gpu(op, g.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::scatter_dim(cuda_dtype(op, g.dtype()), g.data_ptr(), indices.data<int64_t>(), dx.data_ptr(), outer, n,
+                      inner, stream);
+#endif
+  });
+}
+
+void call_adamw_multi_tensor(const char* op, const std::vector<AdamWParamRef>& params, const cpu::AdamWScalars& s) {
+  if (params.empty()) return;
+  const Device device = params[0].param.device();
+  const DType dt = params[0].param.dtype();
+  for (const AdamWParamRef& p : params) {
+    VLP_CHECK(!p.param.is_cpu() && p.param.device() == device && p.param.dtype() == dt && p.grad.dtype() == dt &&
+                  p.grad.device() == device && p.exp_avg.dtype() == DType::F32 && p.exp_avg_sq.dtype() == DType::F32 &&
+                  p.exp_avg.device() == device && p.exp_avg_sq.device() == device,
+              op, ": multi-tensor AdamW takes CUDA tensors of one dtype and device with F32 state");
+    VLP_CHECK(p.param.is_contiguous() && p.grad.is_contiguous() && p.exp_avg.is_contiguous() &&
+                  p.exp_avg_sq.is_contiguous(),
+              op, ": multi-tensor AdamW takes contiguous tensors");
+    VLP_CHECK(dt != DType::BF16 || (p.master.defined() && p.master.dtype() == DType::F32 && p.master.is_contiguous()),
+              op, ": BF16 parameters need contiguous F32 master weights");
+  }
+  on_gpu(op, device, [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    std::vector<cuda::AdamWTensor> ts;
+    ts.reserve(params.size());
+    for (const AdamWParamRef& p : params) {
+      cuda::AdamWTensor t;
+      t.param = p.param.data_ptr();
+      t.grad = p.grad.data_ptr();
+      t.exp_avg = p.exp_avg.data<float>();
+      t.exp_avg_sq = p.exp_avg_sq.data<float>();
+      t.master = dt == DType::BF16 ? p.master.data<float>() : nullptr;
+      t.n = p.param.numel();
+      ts.push_back(t);
+    }
+    cuda::adamw_multi_tensor(cuda_dtype(op, dt), ts, s, stream);
+#else
+    (void)stream;
+    (void)s;
+#endif
+  });
+}
+
+double call_sum_of_squares(const char* op, const std::vector<Tensor>& xs) {
+  if (xs.empty()) return 0.0;
+  const Device device = xs[0].device();
+  const DType dt = xs[0].dtype();
+  for (const Tensor& x : xs)
+    VLP_CHECK(!x.is_cpu() && x.device() == device && x.dtype() == dt && x.is_contiguous(), op,
+              ": the CUDA sum of squares takes contiguous CUDA tensors of one dtype and device");
+  double result = 0.0;
+  on_gpu(op, device, [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    std::vector<const void*> ptrs;
+    std::vector<int64_t> sizes;
+    for (const Tensor& x : xs) {
+      ptrs.push_back(x.data_ptr());
+      sizes.push_back(x.numel());
+    }
+    result = cuda::sum_of_squares_multi(cuda_dtype(op, dt), ptrs, sizes, stream);
+#else
+    (void)stream;
+#endif
+  });
+  return result;
 }
 
 }  // namespace vlp

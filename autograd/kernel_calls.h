@@ -3,10 +3,15 @@
 // these functions with tensors already in the compute dtype; each calls the CPU kernel (F32/F64) or the
 // CUDA kernel (F32/BF16, on the tensor's GPU and its current stream). The autograd rules themselves do
 // not change with the device. Families wired so far: elementwise (unary, binary), sum, matmul/linear (gemm), softmax, layer_norm,
-// rms_norm, dropout, embedding, cross_entropy and attention; the others
+// rms_norm, dropout, embedding, cross_entropy, attention, where/masked_fill, index_select, max,
+// binary_cross_entropy_with_logits and the optimizers' AdamW step and gradient
+// norm (CUDA side only); the others
 // still reject CUDA tensors in check_operands.
 #pragma once
+#include <vector>
+
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/optim.h"
 #include "runtime/tensor.h"
 
 namespace vlp {
@@ -88,5 +93,45 @@ void call_attention_backward(const char* op, const AttentionConfig& c, const Ten
                              const Tensor& v, const Tensor& bias, const Tensor& keep, const Tensor& out,
                              const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
                              const Tensor& dv, const Tensor& dbias, const Shape& dbias_strides);
+
+// Binary cross-entropy with logits (kernels/cpu/loss.h): the per-element losses of contiguous x and t
+// (one dtype) into loss (x's dtype, or F32 on CUDA for a sum computed in float); and the backward with
+// g = dloss[i * dloss_stride] * scale into dx and dtarget (each optional; t may be undefined without dx).
+void call_bce_with_logits_forward(const char* op, const Tensor& x, const Tensor& t, const Tensor& loss);
+void call_bce_with_logits_backward(const char* op, const Tensor& x, const Tensor& t, const Tensor& dloss,
+                                   int64_t dloss_stride, double scale, const Tensor& dx, const Tensor& dtarget);
+
+// ---- indexing (float tensors; integer and Bool data stay on the CPU kernels in autograd/indexing.cpp) ----
+
+// out = cond ? a : b over shape with per-operand element strides (out's own for out); cond Bool on the
+// same device as out, a and b of out's dtype.
+void call_where(const char* op, const Shape& shape, const Tensor& out, const Tensor& cond, const Shape& cond_strides,
+                const Tensor& a, const Shape& a_strides, const Tensor& b, const Shape& b_strides);
+// y [outer, m, inner] = x [outer, n, inner] at rows index (contiguous I64 on the CPU, checked in range;
+// CUDA uploads it), and the backward dx [outer, n, inner] += g at those rows (repeats summed in order).
+void call_index_select(const char* op, const Tensor& x, const Tensor& index, const Tensor& y, int64_t outer,
+                       int64_t n, int64_t inner);
+void call_index_add(const char* op, const Tensor& g, const Tensor& index, const Tensor& dx, int64_t outer, int64_t n,
+                    int64_t inner);
+// values [outer, inner] = max over the middle dim of contiguous x [outer, n, inner], indices (I64, on x's
+// device) the first position reaching it; and its backward dx[o, idx, i] += g[o, i] (dx zeroed).
+void call_max_dim(const char* op, const Tensor& x, const Tensor& values, const Tensor& indices, int64_t outer,
+                  int64_t n, int64_t inner);
+void call_scatter_dim(const char* op, const Tensor& g, const Tensor& indices, const Tensor& dx, int64_t outer,
+                      int64_t n, int64_t inner);
+
+// ---- optimizers (CUDA only: the CPU optimizers call kernels/cpu/optim.h one parameter at a time) ----
+
+// One parameter of a multi-tensor AdamW step: param and grad contiguous, of one dtype (F32 or BF16);
+// exp_avg and exp_avg_sq contiguous F32; master (F32, the fp32 weights) required for BF16 params and
+// undefined for F32 ones. All on one GPU.
+struct AdamWParamRef {
+  Tensor param, grad, exp_avg, exp_avg_sq, master;
+};
+// One launch of cuda::adamw_multi_tensor over every tensor (same dtype, device and scalars).
+void call_adamw_multi_tensor(const char* op, const std::vector<AdamWParamRef>& params, const cpu::AdamWScalars& s);
+// Sum of squares over contiguous tensors of one dtype (F32 or BF16) on one GPU, deterministic (same
+// bits every run), accumulated in double across chunks.
+double call_sum_of_squares(const char* op, const std::vector<Tensor>& xs);
 
 }  // namespace vlp

@@ -8,8 +8,10 @@
 #include "autograd/loss.h"
 
 #include "autograd/dispatch.h"
+#include "autograd/elementwise.h"
 #include "autograd/graph.h"
 #include "autograd/kernel_calls.h"
+#include "autograd/reduce.h"
 #include "kernels/cpu/loss.h"
 
 namespace vlp {
@@ -100,40 +102,49 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
   const char* op = "binary_cross_entropy_with_logits";
   VLP_CHECK(logits.defined() && target.defined(), op, ": logits and target must both be defined");
-  check_operands(op, {logits, target});
+  check_operands(op, {logits, target}, /*same_dtype=*/true, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(logits.dtype()), op, ": logits must be a floating tensor, got ", logits.dtype());
   VLP_CHECK(target.shape() == logits.shape(), op, ": target of shape ", shape_str(target.shape()),
             " does not match logits of shape ", shape_str(logits.shape()));
-  const DType dt = compute_dtype(logits.dtype());
+  const Device device = logits.device();
+  const DType dt = compute_dtype(logits.dtype(), device);
   const int64_t n = logits.numel();
   Tensor xc = convert(logits, dt), tc = convert(target, dt);
   Tensor out;
   double scale = 1.0;
-  dispatch_float(op, dt, [&](auto tag) {
-    using T = decltype(tag);
+  if (reduction == Reduction::Mean) scale = 1.0 / double(n);  // n == 0: NaN, as PyTorch
+  if (!device.is_cpu()) {
+    // Per-element losses on the GPU; a reduction sums them in F32 (no gradient is recorded through these).
+    Tensor loss = empty(logits.shape(), reduction == Reduction::None ? dt : DType::F32, device);
+    call_bce_with_logits_forward(op, xc, tc, loss);
     if (reduction == Reduction::None) {
-      Tensor loss = empty(logits.shape(), dt);
-      cpu::bce_with_logits_forward<T>(xc.data<T>(), tc.data<T>(), loss.data<T>(), n);
-      out = loss.dtype() == logits.dtype() ? loss : convert(loss, logits.dtype());
+      out = convert(loss, logits.dtype());
     } else {
-      const double total = cpu::bce_with_logits_forward<T>(xc.data<T>(), tc.data<T>(), nullptr, n);
-      if (reduction == Reduction::Mean) scale = 1.0 / double(n);  // n == 0: NaN, as PyTorch
-      out = scalar_tensor(total * scale, logits.dtype());
+      NoGradGuard no_grad;
+      out = convert(mul(sum(loss), scale), logits.dtype());
     }
-  });
+  } else {
+    dispatch_float(op, dt, [&](auto tag) {
+      using T = decltype(tag);
+      if (reduction == Reduction::None) {
+        Tensor loss = empty(logits.shape(), dt);
+        cpu::bce_with_logits_forward<T>(xc.data<T>(), tc.data<T>(), loss.data<T>(), n);
+        out = loss.dtype() == logits.dtype() ? loss : convert(loss, logits.dtype());
+      } else {
+        const double total = cpu::bce_with_logits_forward<T>(xc.data<T>(), tc.data<T>(), nullptr, n);
+        out = scalar_tensor(total * scale, logits.dtype());
+      }
+    });
+  }
   if (Node* node = record(op, {logits, target}, {&out})) {
     node->save({xc, node->needs_grad(0) ? tc : Tensor()});  // dt = -g x needs x only
     const int64_t stride = reduction == Reduction::None ? 1 : 0;
-    node->backward = [op, dt, n, stride, scale](Node& node, const Grads& g) -> Grads {
+    node->backward = [op, dt, stride, scale](Node& node, const Grads& g) -> Grads {
       Tensor dy = convert(g[0], dt);
       const Tensor &xs = node.saved[0], &ts = node.saved[1];
-      Tensor dx = node.needs_grad(0) ? empty(xs.shape(), dt) : Tensor();
-      Tensor dtarget = node.needs_grad(1) ? empty(xs.shape(), dt) : Tensor();
-      dispatch_float(op, dt, [&](auto tag) {
-        using T = decltype(tag);
-        cpu::bce_with_logits_backward<T>(xs.data<T>(), optional_data<T>(ts), dy.data<T>(), stride, scale, n,
-                                         optional_data_mut<T>(dx), optional_data_mut<T>(dtarget));
-      });
+      Tensor dx = node.needs_grad(0) ? empty(xs.shape(), dt, xs.device()) : Tensor();
+      Tensor dtarget = node.needs_grad(1) ? empty(xs.shape(), dt, xs.device()) : Tensor();
+      call_bce_with_logits_backward(op, xs, ts, dy, stride, scale, dx, dtarget);
       return {dx, dtarget};
     };
   }

@@ -1,6 +1,10 @@
 // Optimizers, gradient clipping and schedules over kernels/cpu/optim. Each parameter is updated through
 // a contiguous working copy in its compute dtype, which is the parameter itself in the usual case
-// (contiguous F32/F64) and a temporary copied back otherwise (BF16/F16, non-contiguous views).
+// (contiguous F32/F64) and a temporary copied back otherwise (BF16/F16, non-contiguous views). CUDA
+// parameters go through the kernel-call layer: AdamW batches every parameter of a group with the same
+// device, dtype and step count into one cuda::adamw_multi_tensor launch (fp32 state, fp32 master
+// weights for BF16), SGD composes the CPU formula from elementwise kernels in F32, and clipping sums
+// squares with the deterministic multi-tensor kernel.
 #include "autograd/optim.h"
 
 #include <algorithm>
@@ -12,6 +16,7 @@
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "kernels/cpu/optim.h"
 
 namespace vlp {
@@ -74,22 +79,48 @@ DType state_dtype(const Tensor& p) { return compute_dtype(p.dtype()); }
 // A contiguous tensor of dtype dt holding t's values: t itself when it already is one.
 Tensor working_copy(const Tensor& t, DType dt) { return convert(t, dt, t.device()); }
 
+Tensor checked_grad(const char* what, const std::string& name, const Tensor& p) {
+  Tensor g = p.grad();
+  VLP_CHECK(g.device() == p.device() && g.shape() == p.shape(), what, ": gradient of '", name, "' (",
+            shape_str(g.shape()), " on ", g.device(), ") does not match the parameter (", shape_str(p.shape()),
+            " on ", p.device(), ")");
+  if (!p.is_cpu())
+    VLP_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::BF16, what, ": parameter '", name, "' on ", p.device(),
+              " has dtype ", p.dtype(), "; optimizer steps on CUDA take F32 or BF16 parameters");
+  return g;
+}
+
+// After an update of work (a contiguous copy of p, or p itself): write it back or mark p as changed.
+void write_back(const Tensor& p, const Tensor& work) {
+  if (work.storage() != p.storage()) copy_(p, work);
+  else p.storage()->version++;  // written in place: saved-tensor checks must see the change
+}
+
+// A 1-D view of a contiguous tensor (the elementwise kernels then see one plain array).
+Tensor flat(const Tensor& t) { return Tensor(t.storage(), {t.numel()}, {1}, t.offset(), t.dtype()); }
+
 // Calls update(work, grad) with the parameter and its gradient as contiguous tensors of the compute
 // dtype, then writes the result back into the parameter when work is a temporary.
 template <class Update>
 void update_param(const char* what, const std::string& name, const Tensor& p, Update&& update) {
-  Tensor g = p.grad();
-  VLP_CHECK(p.is_cpu(), what, ": parameter '", name, "' is on ", p.device(),
-            "; the optimizer kernels run on the CPU only in this build");
-  VLP_CHECK(g.device() == p.device() && g.shape() == p.shape(), what, ": gradient of '", name, "' (",
-            shape_str(g.shape()), " on ", g.device(), ") does not match the parameter (", shape_str(p.shape()),
-            " on ", p.device(), ")");
+  Tensor g = checked_grad(what, name, p);
   const DType dt = state_dtype(p);
   Tensor work = working_copy(p, dt);
   Tensor grad = working_copy(g, dt);
   update(work, grad);
-  if (work.storage() != p.storage()) copy_(p, work);
-  else p.storage()->version++;  // written in place: saved-tensor checks must see the change
+  write_back(p, work);
+}
+
+cpu::AdamWScalars adamw_scalars(const ParamGroup& group, int64_t step) {
+  cpu::AdamWScalars s;
+  s.lr = group.lr;
+  s.beta1 = group.beta1;
+  s.beta2 = group.beta2;
+  s.eps = group.eps;
+  s.weight_decay = group.weight_decay;
+  s.bias_correction1 = 1.0 - std::pow(group.beta1, double(step));
+  s.bias_correction2 = 1.0 - std::pow(group.beta2, double(step));
+  return s;
 }
 
 void adamw_step_param(const ParamGroup& group, const std::string& name, const Tensor& p, ParamState& st) {
@@ -99,14 +130,7 @@ void adamw_step_param(const ParamGroup& group, const std::string& name, const Te
       st.exp_avg_sq = zeros(p.shape(), work.dtype());
     }
     st.step += 1;
-    cpu::AdamWScalars s;
-    s.lr = group.lr;
-    s.beta1 = group.beta1;
-    s.beta2 = group.beta2;
-    s.eps = group.eps;
-    s.weight_decay = group.weight_decay;
-    s.bias_correction1 = 1.0 - std::pow(group.beta1, double(st.step));
-    s.bias_correction2 = 1.0 - std::pow(group.beta2, double(st.step));
+    const cpu::AdamWScalars s = adamw_scalars(group, st.step);
     dispatch_float("AdamW", work.dtype(), [&](auto t) {
       using T = decltype(t);
       cpu::adamw_step<T>(work.data<T>(), grad.data<T>(), st.exp_avg.data<T>(), st.exp_avg_sq.data<T>(),
@@ -132,6 +156,63 @@ void sgd_step_param(const ParamGroup& group, const std::string& name, const Tens
       cpu::sgd_step<T>(work.data<T>(), grad.data<T>(), buf, first, work.numel(), s);
     });
   });
+}
+
+// One multi-tensor AdamW launch: parameters of one group with the same device, dtype and step count.
+struct CudaAdamWBatch {
+  std::vector<AdamWParamRef> refs;
+  std::vector<Tensor> params;  // refs[i].param is params[i] or a contiguous copy written back after
+};
+using CudaAdamWKey = std::tuple<int, DType, int64_t>;  // device index, dtype, step count after this step
+
+// Prepares a CUDA parameter's state and adds it to its batch (the update itself runs in step()).
+void add_cuda_adamw_param(const std::string& name, const Tensor& p, ParamState& st,
+                          std::map<CudaAdamWKey, CudaAdamWBatch>& batches) {
+  Tensor g = checked_grad("AdamW", name, p);
+  if (!st.exp_avg.defined()) {
+    st.exp_avg = zeros(p.shape(), DType::F32, p.device());
+    st.exp_avg_sq = zeros(p.shape(), DType::F32, p.device());
+  }
+  if (p.dtype() == DType::BF16 && !st.master.defined()) st.master = convert(p, DType::F32, p.device());
+  st.step += 1;
+  AdamWParamRef r;
+  r.param = working_copy(p, p.dtype());
+  r.grad = working_copy(g, p.dtype());
+  r.exp_avg = st.exp_avg;
+  r.exp_avg_sq = st.exp_avg_sq;
+  if (p.dtype() == DType::BF16) r.master = st.master;
+  CudaAdamWBatch& b = batches[{p.device().index, p.dtype(), st.step}];
+  b.refs.push_back(r);
+  b.params.push_back(p);
+}
+
+// torch.optim.SGD on a CUDA parameter: the kernels/cpu/optim.h formula, step by step with the elementwise
+// kernels in F32 (the momentum buffer is F32 on the parameter's GPU).
+void sgd_step_cuda(const ParamGroup& group, const std::string& name, const Tensor& p, ParamState& st) {
+  const char* op = "SGD";
+  Tensor g = checked_grad(op, name, p);
+  Tensor work = flat(working_copy(p, DType::F32));
+  Tensor d = empty(p.shape(), DType::F32, p.device());  // a fresh copy: p.grad itself is never written
+  copy_(d, g);
+  d = flat(d);
+  const Shape shape{work.numel()}, unit{1};
+  if (group.weight_decay != 0.0) call_binary(op, cpu::Binary::Axpy, shape, d, d, unit, work, unit, group.weight_decay);
+  if (group.momentum != 0.0) {
+    if (!st.momentum_buffer.defined()) {
+      st.momentum_buffer = empty(p.shape(), DType::F32, p.device());
+      copy_(flat(st.momentum_buffer), d);
+    } else {
+      Tensor buf = flat(st.momentum_buffer);
+      call_unary_forward(op, cpu::Unary::MulScalar, buf, buf, group.momentum, 0.0);
+      call_binary(op, cpu::Binary::Axpy, shape, buf, buf, unit, d, unit, 1.0 - group.dampening);
+    }
+    Tensor buf = flat(st.momentum_buffer);
+    if (group.nesterov) call_binary(op, cpu::Binary::Axpy, shape, d, d, unit, buf, unit, group.momentum);
+    else d = buf;
+  }
+  st.step += 1;
+  call_binary(op, cpu::Binary::Axpy, shape, work, work, unit, d, unit, -group.lr);
+  write_back(p, work);
 }
 
 Tensor i64_scalar(int64_t v) {
@@ -169,11 +250,22 @@ void step(Optimizer& opt) {
   NoGradGuard no_grad;
   for (size_t g = 0; g < opt.groups.size(); ++g) {
     const ParamGroup& group = opt.groups[g];
+    std::map<CudaAdamWKey, CudaAdamWBatch> cuda_batches;
     for (size_t i = 0; i < group.params.size(); ++i) {
       const Tensor& p = group.params[i];
       if (!p.grad().defined()) continue;
-      if (opt.kind == OptimizerKind::AdamW) adamw_step_param(group, group.names[i], p, opt.state[g][i]);
-      else sgd_step_param(group, group.names[i], p, opt.state[g][i]);
+      ParamState& st = opt.state[g][i];
+      if (opt.kind == OptimizerKind::AdamW) {
+        if (p.is_cpu()) adamw_step_param(group, group.names[i], p, st);
+        else add_cuda_adamw_param(group.names[i], p, st, cuda_batches);
+      } else {
+        if (p.is_cpu()) sgd_step_param(group, group.names[i], p, st);
+        else sgd_step_cuda(group, group.names[i], p, st);
+      }
+    }
+    for (auto& [key, batch] : cuda_batches) {
+      call_adamw_multi_tensor("AdamW", batch.refs, adamw_scalars(group, std::get<2>(key)));
+      for (size_t i = 0; i < batch.refs.size(); ++i) write_back(batch.params[i], batch.refs[i].param);
     }
   }
   opt.step_count++;
@@ -209,6 +301,7 @@ NamedTensors export_optimizer_state(const Optimizer& opt) {
         out.emplace_back(prefix + "exp_avg_sq", st.exp_avg_sq);
       }
       if (st.momentum_buffer.defined()) out.emplace_back(prefix + "momentum_buffer", st.momentum_buffer);
+      if (st.master.defined()) out.emplace_back(prefix + "master", st.master);
     }
   }
   return out;
@@ -255,7 +348,7 @@ void import_optimizer_state(Optimizer& opt, const NamedTensors& state) {
         VLP_CHECK(t->shape() == p.shape() && t->dtype() == state_dtype(p), what, ": '", prefix + field, "' is ",
                   t->dtype(), " ", shape_str(t->shape()), ", expected ", state_dtype(p), " ",
                   shape_str(p.shape()), " for parameter '", opt.groups[g].names[i], "'");
-        Tensor copy = empty(p.shape(), state_dtype(p));
+        Tensor copy = empty(p.shape(), state_dtype(p), p.device());
         copy_(copy, *t);
         return copy;
       };
@@ -265,6 +358,9 @@ void import_optimizer_state(Optimizer& opt, const NamedTensors& state) {
         st.exp_avg_sq = load("exp_avg_sq");
         VLP_CHECK(st.exp_avg.defined() == st.exp_avg_sq.defined(), what, ": parameter '", opt.groups[g].names[i],
                   "' has only one of exp_avg and exp_avg_sq");
+        // fp32 master weights: kept for a BF16 parameter on CUDA; the CPU update has none.
+        Tensor master = load("master");
+        if (!p.is_cpu() && p.dtype() == DType::BF16) st.master = master;
       } else {
         st.momentum_buffer = load("momentum_buffer");
       }
@@ -287,23 +383,38 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   for (const Tensor& p : params) {
     if (!p.defined() || !p.grad().defined()) continue;
     Tensor g = p.grad();
-    VLP_CHECK(g.is_cpu(), "clip_grad_norm_: gradient on ", g.device(), "; only CPU gradients in this build");
     VLP_CHECK(is_floating(g.dtype()), "clip_grad_norm_: gradient of dtype ", g.dtype());
     grads.push_back(g);
   }
+  // CUDA computes in F32 or BF16 (F16/F64 gradients are summed and scaled through an F32 copy).
+  auto work_dtype = [](const Tensor& g) {
+    if (g.is_cpu()) return compute_dtype(g.dtype());
+    return g.dtype() == DType::BF16 ? DType::BF16 : DType::F32;
+  };
   double sum = 0.0;
+  std::map<std::pair<int, DType>, std::vector<Tensor>> on_gpu;  // (device index, dtype) -> contiguous copies
   for (const Tensor& g : grads) {
-    Tensor w = working_copy(g, compute_dtype(g.dtype()));
+    Tensor w = working_copy(g, work_dtype(g));
+    if (!g.is_cpu()) {
+      on_gpu[{g.device().index, w.dtype()}].push_back(w);
+      continue;
+    }
     dispatch_float("clip_grad_norm_", w.dtype(), [&](auto t) {
       using T = decltype(t);
       sum += cpu::sum_of_squares<T>(w.data<T>(), w.numel());
     });
   }
+  for (const auto& [key, ws] : on_gpu) sum += call_sum_of_squares("clip_grad_norm_", ws);
   const double norm = std::sqrt(sum);
   const double coef = max_norm / (norm + 1e-6);
   if (!(coef >= 1.0)) {  // also when the norm is NaN, which then spreads to the gradients as in torch
     for (const Tensor& g : grads) {
-      Tensor w = working_copy(g, compute_dtype(g.dtype()));
+      Tensor w = working_copy(g, work_dtype(g));
+      if (!g.is_cpu()) {
+        call_unary_forward("clip_grad_norm_", cpu::Unary::MulScalar, w, w, coef, 0.0);
+        write_back(g, w);
+        continue;
+      }
       dispatch_float("clip_grad_norm_", w.dtype(), [&](auto t) {
         using T = decltype(t);
         cpu::scale_inplace<T>(w.data<T>(), w.numel(), coef);

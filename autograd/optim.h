@@ -5,7 +5,9 @@
 // counter. step() updates, in place and without recording, every parameter that has a gradient; the
 // arithmetic is torch.optim's (SGD, and AdamW with amsgrad=False), through the fused kernels of
 // kernels/cpu/optim.h. State is stored in the parameter's dtype for F32/F64 parameters and in F32 for
-// BF16/F16 ones. The whole state exports to named tensors, so a trainer can checkpoint it with
+// BF16/F16 ones, on the parameter's device. CUDA parameters (F32 or BF16) are updated by one
+// multi-tensor AdamW launch per group, dtype and step count (cuda::adamw_multi_tensor), with fp32 master
+// weights kept for BF16 parameters; SGD on CUDA runs the same formula through elementwise kernels. The whole state exports to named tensors, so a trainer can checkpoint it with
 // safetensors and resume bit-exactly.
 //
 //   ParamGroup decayed, biases;               // set params (and names) per group
@@ -51,6 +53,7 @@ struct ParamState {
   int64_t step = 0;             // updates this parameter received (AdamW bias correction)
   Tensor exp_avg, exp_avg_sq;   // AdamW moments
   Tensor momentum_buffer;       // SGD with momentum
+  Tensor master;                // AdamW on CUDA, BF16 parameters: the fp32 weights (F32, on the parameter's GPU)
 };
 
 struct Optimizer {
@@ -79,8 +82,11 @@ void set_lr_factor(Optimizer& opt, double factor);
 
 // The state as named tensors: "optimizer.step_count" (I64 scalar), "param_groups.<g>.lr" (F64
 // scalar), and per parameter with state "state.<name>.step" (I64 scalar) plus "state.<name>.exp_avg"
-// and "state.<name>.exp_avg_sq" (AdamW) or "state.<name>.momentum_buffer" (SGD with momentum). The
-// tensors share memory with the live state: save them before the next step.
+// and "state.<name>.exp_avg_sq" (AdamW) or "state.<name>.momentum_buffer" (SGD with momentum), plus
+// "state.<name>.master" (F32) for BF16 parameters trained on CUDA. The tensors share memory with the
+// live state and stay on its device (save_safetensors copies them to the host): save them before the
+// next step. import puts the values on each parameter's device; a "master" entry is kept for CUDA BF16
+// parameters and ignored for others (the CPU update keeps no master weights).
 NamedTensors export_optimizer_state(const Optimizer& opt);
 // Replaces opt's state with an exported one (values copied). Refuses unknown or missing keys, and
 // shapes or dtypes that do not match the parameters, naming the key.
@@ -88,7 +94,8 @@ void import_optimizer_state(Optimizer& opt, const NamedTensors& state);
 
 // Scales all gradients so that their global L2 norm is at most max_norm, as
 // torch.nn.utils.clip_grad_norm_: the norm over every defined gradient (accumulated in double, the
-// same result for any thread count), then when max_norm / (norm + 1e-6) < 1 every gradient is
+// same result for any thread count; CUDA gradients through the deterministic multi-tensor sum of
+// squares, one launch per device and dtype), then when max_norm / (norm + 1e-6) < 1 every gradient is
 // multiplied by it. Returns the norm before clipping. Parameters without a gradient are ignored.
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
 

@@ -113,19 +113,16 @@ void max_kernel(const Tensor& xc, int64_t dim, Tensor* values, Tensor* indices) 
   split_sizes(xc.shape(), dim, dim, &outer, &n, &inner);
   VLP_CHECK(n > 0, "max/argmax over an empty dim ", dim, " of shape ", shape_str(xc.shape()));
   Shape keep = kept_shape(xc.shape(), {dim});
-  *values = empty(keep, xc.dtype());
-  *indices = empty(keep, DType::I64);
-  dispatch_float("max", xc.dtype(), [&](auto t) {
-    using T = decltype(t);
-    cpu::max_dim<T>(xc.data<T>(), values->data<T>(), indices->data<int64_t>(), outer, n, inner);
-  });
+  *values = empty(keep, xc.dtype(), xc.device());
+  *indices = empty(keep, DType::I64, xc.device());
+  call_max_dim("max", xc, *values, *indices, outer, n, inner);
 }
 }  // namespace
 
 Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
-  check_operands("max", {x});
+  check_operands("max", {x}, true, /*cuda_ok=*/true);
   dim = x.wrap_dim(dim);
-  Tensor xc = convert(x, compute_dtype(x.dtype()));
+  Tensor xc = convert(x, compute_dtype(x.dtype(), x.device()));
   Tensor values, indices;
   max_kernel(xc, dim, &values, &indices);
   Shape out_shape = keepdim ? values.shape() : dropped_shape(x.shape(), {dim});
@@ -135,14 +132,11 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
     n->save({indices});
     Shape in_shape = x.shape();
     n->backward = [in_shape, dim](Node& n, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
-      Tensor dx = zeros(in_shape, gc.dtype());
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
+      Tensor dx = zeros(in_shape, gc.dtype(), gc.device());
       int64_t outer, len, inner;
       split_sizes(in_shape, dim, dim, &outer, &len, &inner);
-      dispatch_float("max", gc.dtype(), [&](auto t) {
-        using T = decltype(t);
-        cpu::scatter_dim<T>(gc.data<T>(), n.saved[0].data<int64_t>(), dx.data<T>(), outer, len, inner);
-      });
+      call_scatter_dim("max", gc, n.saved[0], dx, outer, len, inner);
       return {dx};
     };
   }
@@ -150,10 +144,10 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
 }
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
-  check_operands("argmax", {x});
+  check_operands("argmax", {x}, true, /*cuda_ok=*/true);
   dim = x.wrap_dim(dim);
   Tensor values, indices;
-  max_kernel(convert(x, compute_dtype(x.dtype())), dim, &values, &indices);
+  max_kernel(convert(x, compute_dtype(x.dtype(), x.device())), dim, &values, &indices);
   Shape out_shape = keepdim ? indices.shape() : dropped_shape(x.shape(), {dim});
   return as_strided(indices, out_shape, contiguous_strides(out_shape), 0);
 }

@@ -190,6 +190,27 @@ Layout3 make_layout3(const std::vector<int64_t>& shape, const int64_t* s0, const
   return L;
 }
 
+// where: four operands (out, cond, a, b), dims of size 1 dropped, no merging (masks are small-rank).
+struct Layout4 {
+  int ndim;
+  int64_t size[kMaxDims];
+  int64_t stride[4][kMaxDims];
+};
+
+template <class T>
+__global__ void where_kernel(Layout4 L, T* out, const bool* cond, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t rest = i, o[4] = {0, 0, 0, 0};
+    for (int d = L.ndim - 1; d >= 0; --d) {
+      const int64_t idx = rest % L.size[d];
+      rest /= L.size[d];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) o[k] += idx * L.stride[k][d];
+    }
+    out[o[0]] = cond[o[1]] ? a[o[2]] : b[o[3]];
+  }
+}
+
 template <class Fn>
 void by_dtype(EwDType dt, Fn&& fn) {
   if (dt == EwDType::F32) fn(float{});
@@ -248,6 +269,31 @@ void binary(EwDType dt, Binary op, const std::vector<int64_t>& shape, void* out,
     }
   });
   check_launch("binary");
+}
+
+void where(EwDType dt, const std::vector<int64_t>& shape, void* out, const int64_t* out_strides, const bool* cond,
+           const int64_t* cond_strides, const void* a, const int64_t* a_strides, const void* b,
+           const int64_t* b_strides, cudaStream_t stream) {
+  Layout4 L{};
+  int64_t n = 1;
+  const int64_t* in[4] = {out_strides, cond_strides, a_strides, b_strides};
+  for (size_t d = 0; d < shape.size(); ++d) {
+    n *= shape[d];
+    if (shape[d] == 1) continue;
+    if (L.ndim == kMaxDims)
+      throw std::runtime_error("cuda where: more than 8 dims of size > 1 in shape of rank " +
+                               std::to_string(shape.size()));
+    L.size[L.ndim] = shape[d];
+    for (int k = 0; k < 4; ++k) L.stride[k][L.ndim] = in[k][d];
+    ++L.ndim;
+  }
+  if (n == 0) return;
+  by_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    where_kernel<T><<<grid_for(n, kBlock), kBlock, 0, stream>>>(L, static_cast<T*>(out), cond,
+                                                                static_cast<const T*>(a), static_cast<const T*>(b), n);
+  });
+  check_launch("where");
 }
 
 }  // namespace vlp::cuda

@@ -1,7 +1,7 @@
 // Elementwise kernels on the GPU, the counterparts of kernels/cpu/elementwise.h (same op enums and
 // formulas), for F32 and BF16 storage computed in float. Contiguous arrays use 16-byte vector accesses
 // when every pointer is 16-byte aligned; binary ops take per-operand strides (0 broadcasts, up to 8
-// dims after merging) for broadcasting.
+// dims after merging) for broadcasting; where selects between two operands by a Bool condition.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -24,5 +24,12 @@ void unary_backward(EwDType dt, cpu::Unary op, const void* x, const void* y, con
 void binary(EwDType dt, cpu::Binary op, const std::vector<int64_t>& shape, void* out, const int64_t* out_strides,
             const void* a, const int64_t* a_strides, const void* b, const int64_t* b_strides, double alpha,
             cudaStream_t stream);
+
+// out = cond ? a : b over shape with element strides per operand (0 broadcasts, at most 8 dims of size
+// > 1); cond is Bool (one byte per element, nonzero = true). The values are moved, not recomputed, so
+// infinities and NaN in the unselected operand never leak (unlike b + cond * (a - b)).
+void where(EwDType dt, const std::vector<int64_t>& shape, void* out, const int64_t* out_strides, const bool* cond,
+           const int64_t* cond_strides, const void* a, const int64_t* a_strides, const void* b,
+           const int64_t* b_strides, cudaStream_t stream);
 
 }  // namespace vlp::cuda

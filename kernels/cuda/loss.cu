@@ -1,7 +1,8 @@
 // Fused softmax-cross-entropy over [N, C] logits, one block per row: max and log-sum-exp by block
 // reductions, the loss from the target logit and (for label smoothing) the row mean; no probability
 // tensor is written. The backward recomputes exp(logit - lse) per element; the fused variant does the
-// forward and writes the gradient over the logits in the same launch.
+// forward and writes the gradient over the logits in the same launch. Binary cross-entropy with logits is
+// elementwise (the caller sums the per-element losses).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/nvtx.h"
@@ -147,6 +148,57 @@ void cross_entropy_fused(EwDType dt, void* logits, const int64_t* target, const 
                                                            float(eps), float(scale), loss, lse);
   });
   check_launch("cross_entropy_fused");
+}
+
+namespace {
+
+template <class T, class U>
+__global__ void bce_forward_kernel(const T* x, const T* t, U* loss, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = to_float(x[i]);
+    loss[i] = from_float<U>(fmaxf(v, 0.f) - v * to_float(t[i]) + log1pf(expf(-fabsf(v))));
+  }
+}
+
+template <class T>
+__global__ void bce_backward_kernel(const T* x, const T* t, const T* dloss, int64_t dloss_stride, float scale,
+                                    int64_t n, T* dx, T* dtarget) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = to_float(dloss[i * dloss_stride]) * scale, v = to_float(x[i]);
+    if (dx) dx[i] = from_float<T>(g * (1.f / (1.f + expf(-v)) - to_float(t[i])));
+    if (dtarget) dtarget[i] = from_float<T>(-g * v);
+  }
+}
+
+}  // namespace
+
+void bce_with_logits_forward(EwDType dt, const void* x, const void* t, void* loss, bool loss_f32, int64_t n,
+                             cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::bce_with_logits_forward");
+  if (n == 0) return;
+  by_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = static_cast<const T*>(x);
+    const T* tp = static_cast<const T*>(t);
+    if (loss_f32)
+      bce_forward_kernel<T, float><<<grid_for(n, kBlock), kBlock, 0, stream>>>(xp, tp, static_cast<float*>(loss), n);
+    else
+      bce_forward_kernel<T, T><<<grid_for(n, kBlock), kBlock, 0, stream>>>(xp, tp, static_cast<T*>(loss), n);
+  });
+  check_launch("bce_with_logits_forward");
+}
+
+void bce_with_logits_backward(EwDType dt, const void* x, const void* t, const void* dloss, int64_t dloss_stride,
+                              double scale, int64_t n, void* dx, void* dtarget, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::bce_with_logits_backward");
+  if (n == 0 || (!dx && !dtarget)) return;
+  by_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    bce_backward_kernel<T><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(t), static_cast<const T*>(dloss), dloss_stride, float(scale),
+        n, static_cast<T*>(dx), static_cast<T*>(dtarget));
+  });
+  check_launch("bce_with_logits_backward");
 }
 
 }  // namespace vlp::cuda

@@ -58,4 +58,13 @@ void rms_norm_forward(EwDType dt, const void* x, const void* weight, void* y, fl
 void rms_norm_backward(EwDType dt, const void* x, const float* rstd, const void* weight, const void* dy, void* dx,
                        void* dweight, int64_t rows, int64_t d, cudaStream_t stream);
 
+// Binary cross-entropy with logits, elementwise in float (kernels/cpu/loss.h's formula):
+// loss[i] = max(x, 0) - x t + log1p(exp(-|x|)), x and t of dtype dt, loss F32 (loss_f32) or dt.
+void bce_with_logits_forward(EwDType dt, const void* x, const void* t, void* loss, bool loss_f32, int64_t n,
+                             cudaStream_t stream);
+// g = dloss[i * dloss_stride] * scale (dloss of dtype dt; stride 0 for a reduced loss): dx = g (sigmoid(x) -
+// t), dtarget = -g x. dx and dtarget optional (t may be null when dx is).
+void bce_with_logits_backward(EwDType dt, const void* x, const void* t, const void* dloss, int64_t dloss_stride,
+                              double scale, int64_t n, void* dx, void* dtarget, cudaStream_t stream);
+
 }  // namespace vlp::cuda

@@ -1,7 +1,7 @@
 // Differentiable ops on CUDA tensors through the kernel-call layer (autograd/kernel_calls.h): elementwise
 // unary and broadcasting binary ops, in-place updates, sum and mean, matmul and linear, softmax, norms,
 // dropout and embedding; forward values and gradients against the same graph run on the CPU. Families not
-// wired yet refuse CUDA tensors with a clear error.
+// wired yet (gather, here) refuse CUDA tensors with a clear error.
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
@@ -66,9 +66,10 @@ TEST(CudaAutograd, NonContiguousInputsAndInPlaceUpdates) {
 TEST(CudaAutograd, UnwiredOpsRefuseCudaTensorsClearly) {
   VLP_REQUIRE_GPU();
   Tensor x = full({2, 3}, 1.0, DType::F32, gpu());
+  Tensor index = full({2, 3}, 0.0, DType::I64, gpu());
   try {
-    max(x, -1);
-    FAIL() << "max on CUDA should not run before its family is wired";
+    gather(x, -1, index);
+    FAIL() << "gather on CUDA should not run before its family is wired";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no kernel for cuda:0"), std::string::npos) << e.what();
   }

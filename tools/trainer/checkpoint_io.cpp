@@ -23,7 +23,7 @@ std::string checksum(NamedTensors tensors) {
   };
   for (const auto& [name, t] : tensors) {
     feed(name.data(), name.size());
-    Tensor c = contiguous(t);
+    Tensor c = convert(t, t.dtype(), Device::cpu());  // contiguous host copy (CUDA optimizer state, weights)
     feed(c.data_ptr(), size_t(c.numel()) * c.element_size());
   }
   char buf[17];
