@@ -3,10 +3,12 @@
 // print the same JSON line).
 //
 //   build/bench/train_step --model configs/hf/gpt2.json --batch 4 --seq 128 [--peft lora.json] \
-//                          [--steps 5] [--warmup 2]
+//                          [--steps 5] [--warmup 2] [--device cuda]
 //
 // Weights are random (the constructors' initialisation): speed and memory do not depend on their values.
-// Inputs are random token ids from a fixed seed; encoder-decoder models get decoder length = seq.
+// Inputs are random token ids from a fixed seed; encoder-decoder models get decoder length = seq. With
+// --device cuda the model (after add_adapter) and the inputs are moved to the GPU (Module::to_device),
+// each step ends with a device synchronisation, and peak memory is the GPU's live tensor bytes.
 // Prints one JSON object: median step time, tokens/s (encoder + decoder tokens), peak tensor memory,
 // trainable and total parameters, and model FLOP/s by 6N + 6LTC (full fine-tuning) or 4N + 6N_trainable
 // + 6LTC (frozen base), the formula named.
@@ -31,6 +33,7 @@
 #include "models/gpt2.h"
 #include "models/peft/peft.h"
 #include "models/t5.h"
+#include "runtime/device_copy.h"
 #include "runtime/storage.h"
 
 using namespace vlp;
@@ -41,12 +44,13 @@ struct Args {
   std::string model, peft;
   int64_t batch = 4, seq = 128;
   int steps = 5, warmup = 2;
+  Device device = Device::cpu();
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "train_step: %s\nusage: train_step --model CONFIG.json [--batch B] [--seq T] [--peft PEFT.json] "
-               "[--steps N] [--warmup N]\n",
+               "[--steps N] [--warmup N] [--device cpu|cuda[:i]]\n",
                why);
   std::exit(2);
 }
@@ -63,6 +67,7 @@ Args parse_args(int argc, char** argv) {
     else if (key == "--seq") a.seq = std::stoll(value);
     else if (key == "--steps") a.steps = std::stoi(value);
     else if (key == "--warmup") a.warmup = std::stoi(value);
+    else if (key == "--device") a.device = parse_device(value);
     else usage(("unknown argument " + key).c_str());
   }
   if (a.model.empty()) usage("--model is required");
@@ -79,14 +84,14 @@ std::string model_type(const std::string& path) {
   return j["model_type"].get<std::string>();
 }
 
-Tensor random_ids(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed) {
+Tensor random_ids(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed, Device device) {
   Tensor ids = empty({batch, seq}, DType::I64);
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   for (int64_t i = 0; i < batch * seq; ++i) {
     s ^= s << 13, s ^= s >> 7, s ^= s << 17;
     ids.data<int64_t>()[i] = int64_t(s % uint64_t(vocab));
   }
-  return ids;
+  return convert(ids, DType::I64, device);
 }
 
 // One model behind a loss function, with the figures the FLOP count needs.
@@ -103,7 +108,7 @@ Bench make_bench(const Args& a) {
   const ForwardContext ctx{.training = true};
   if (type == "gpt2") {
     auto m = std::make_unique<GPT2LMHeadModel>(read_gpt2_config(a.model));
-    Tensor ids = random_ids(a.batch, a.seq, m->config.vocab_size, 1);
+    Tensor ids = random_ids(a.batch, a.seq, m->config.vocab_size, 1, a.device);
     GPT2Input in{.input_ids = ids, .labels = ids};
     auto* raw = m.get();
     b.loss = [raw, in, ctx] { return raw->forward(in, ctx).loss; };
@@ -125,8 +130,8 @@ Bench make_bench(const Args& a) {
       enc_layers = m->config.encoder_layers, dec_layers = m->config.decoder_layers;
       b.model = std::move(m);
     }
-    in.encoder.input_ids = random_ids(a.batch, a.seq, vocab, 1);
-    in.labels = random_ids(a.batch, a.seq, vocab, 2);
+    in.encoder.input_ids = random_ids(a.batch, a.seq, vocab, 1, a.device);
+    in.labels = random_ids(a.batch, a.seq, vocab, 2, a.device);
     Module* raw = b.model.get();
     if (type == "t5")
       b.loss = [raw, in, ctx] { return static_cast<T5ForConditionalGeneration*>(raw)->forward(in, ctx).loss; };
@@ -162,6 +167,7 @@ int main(int argc, char** argv) try {
     peft::add_adapter(*b.model, config, "default", 0);
     method = config.peft_type;
   }
+  b.model->to_device(a.device);
   std::vector<Tensor> trainable;
   for (const auto& [name, p] : b.model->named_parameters())
     if (p.requires_grad()) trainable.push_back(p);
@@ -170,12 +176,13 @@ int main(int argc, char** argv) try {
 
   std::vector<double> seconds;
   for (int s = 0; s < a.warmup + a.steps; ++s) {
-    if (s == a.warmup) reset_peak_memory(Device::cpu());
+    if (s == a.warmup) reset_peak_memory(a.device);
     const auto t0 = std::chrono::steady_clock::now();
     Tensor loss = b.loss();
     backward(loss);
     step(opt);
     zero_grad(opt);
+    if (!a.device.is_cpu()) cuda_synchronize(a.device.index);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= a.warmup) seconds.push_back(dt);
   }
@@ -190,11 +197,12 @@ int main(int argc, char** argv) try {
       {"method", method},
       {"batch", a.batch},
       {"seq", a.seq},
+      {"device", str(a.device)},
       {"step_s_median", median},
       {"step_s_min", seconds.front()},
       {"step_s_max", seconds.back()},
       {"tokens_per_s", double(b.tokens) / median},
-      {"peak_tensor_bytes", memory_stats(Device::cpu()).peak_bytes},
+      {"peak_tensor_bytes", memory_stats(a.device).peak_bytes},
       {"max_rss_bytes", max_rss_bytes()},
       {"params_total", total_params},
       {"params_trainable", trainable_params},

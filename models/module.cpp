@@ -96,6 +96,32 @@ void Module::set_requires_grad(bool on) {
   for (auto& [name, child] : children_) child->set_requires_grad(on);
 }
 
+void Module::to_device(Device device) {
+  std::vector<std::pair<const Storage*, Tensor>> moved;  // old storage -> its copy on device (tied weights)
+  move_registered(device, moved);
+}
+
+void Module::move_registered(Device device, std::vector<std::pair<const Storage*, Tensor>>& moved) {
+  NoGradGuard no_grad;
+  auto move = [&](Tensor* t) {
+    if (!t->defined() || t->device() == device) return;
+    for (const auto& [storage, copy] : moved)
+      if (storage == t->storage().get() && copy.shape() == t->shape()) {
+        *t = copy;
+        return;
+      }
+    const bool trainable = t->requires_grad();
+    Tensor copy = empty(t->shape(), t->dtype(), device);
+    copy_(copy, *t);
+    if (trainable) copy.set_requires_grad(true);
+    moved.push_back({t->storage().get(), copy});
+    *t = copy;
+  };
+  for (auto& [name, t] : params_) move(t);
+  for (auto& [name, t] : buffers_) move(t);
+  for (auto& [name, child] : children_) child->move_registered(device, moved);
+}
+
 int64_t Module::num_parameters(bool trainable_only) const {
   int64_t n = 0;
   for (const auto& [name, t] : named_parameters())

@@ -66,11 +66,17 @@ struct Module {
   bool training() const { return training_; }
   void set_requires_grad(bool on);  // every parameter below
   int64_t num_parameters(bool trainable_only = false) const;
+  // Moves every parameter and buffer below this module to device (values copied, requires_grad kept,
+  // gradients dropped); tensors registered twice (tied weights) stay one tensor. Build and add adapters
+  // first, then move: tensors a module keeps outside its registrations are not moved.
+  void to_device(Device device);
 
   // A short type name for matching and reports ("Linear", "LayerNorm", ...).
   virtual const char* type_name() const { return "Module"; }
 
  private:
+  void move_registered(Device device, std::vector<std::pair<const Storage*, Tensor>>& moved);
+
   std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
   std::vector<std::pair<std::string, Module*>> children_;
   std::vector<std::unique_ptr<Module>> owned_;

@@ -37,7 +37,7 @@ const std::vector<Field>& fields() {
       VLP_FIELD(seed, "integer", uint64_t), VLP_FIELD(peft_config, "string", std::string),
       VLP_FIELD(peft_type, "string", std::string), VLP_FIELD(peft_json, "object", nlohmann::json),
       VLP_FIELD(task_prefix, "boolean", bool), VLP_FIELD(freeze_backbone, "boolean", bool), VLP_FIELD(init_from, "string", std::string),
-      VLP_FIELD(out_dir, "string", std::string), VLP_FIELD(resume, "boolean", bool),
+      VLP_FIELD(device, "string", std::string), VLP_FIELD(out_dir, "string", std::string), VLP_FIELD(resume, "boolean", bool),
       VLP_FIELD(eval_every, "integer", int64_t), VLP_FIELD(save_every, "integer", int64_t),
       VLP_FIELD(log_every, "integer", int64_t), VLP_FIELD(max_new_tokens, "integer", int64_t),
       VLP_FIELD(progress, "boolean", bool), VLP_FIELD(threads, "integer", int64_t), VLP_FIELD(peak_tflops, "number", double),

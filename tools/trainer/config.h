@@ -35,6 +35,7 @@ struct TrainConfig {
   int64_t eval_every = 100, save_every = 100, log_every = 10;
   int64_t max_new_tokens = 3;
   bool progress = true;
+  std::string device = "cpu";       // "cpu" or "cuda[:i]": where the model, its batches and the optimizer state live
   int64_t threads = 0;              // OpenMP threads (0 = leave as is); tiny models run best on 1
   double peak_tflops = 989.0;       // MFU denominator (spec/performance.md: bf16 dense peak of H100/H200)
 };

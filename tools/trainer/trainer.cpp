@@ -19,6 +19,12 @@
 namespace vlp::trainer {
 namespace {
 
+// A collated batch's tensors on the model's device (cfg.device); a no-op on the CPU.
+void batch_to_device(VLBatch& b, Device device) {
+  for (Tensor* t : {&b.input_ids, &b.attention_mask, &b.feats, &b.labels})
+    if (t->defined()) *t = convert(*t, t->dtype(), device);
+}
+
 // splitmix64: the schedule's shuffles (portable, unlike std::shuffle's distribution).
 uint64_t mix(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -113,6 +119,7 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
   } else {
     s->model->set_requires_grad(true);
   }
+  s->model->to_device(parse_device(cfg.device));  // after the adapters, before the optimizer sees the parameters
   ParamGroup decay, no_decay;
   for (auto& [name, p] : s->model->named_parameters()) {
     if (!p.requires_grad()) continue;
@@ -165,12 +172,13 @@ std::map<std::string, double> evaluate(Session& s, int64_t max_examples) {
       std::vector<const VLExample*> ex;
       for (int64_t k = i; k < std::min<int64_t>(n, i + 64); ++k) ex.push_back(&data[size_t(k)]);
       VLBatch b = collate(s.tasks[t], int(t), ex, s.n_patches, s.patch_dim);
+      batch_to_device(b, parse_device(s.cfg.device));
       VisualInput vi;
       vi.feats = b.feats;
       ForwardContext ctx;
       ctx.task = int(t);
       GenerationOutput g = s.model->generate(b.input_ids, b.attention_mask, vi, opt, ctx);
-      Tensor seq = contiguous(g.sequences);
+      Tensor seq = convert(g.sequences, DType::I64, Device::cpu());  // read on the host
       const int64_t L = seq.size(1);
       for (size_t r = 0; r < ex.size(); ++r) {
         std::vector<int64_t> ids(seq.data<int64_t>() + int64_t(r) * L + 1, seq.data<int64_t>() + int64_t(r + 1) * L);
@@ -242,6 +250,7 @@ RunSummary train(Session& s) {
       std::vector<const VLExample*> ex;
       for (int64_t i : idx) ex.push_back(&s.train_data[size_t(t)][size_t(i)]);
       VLBatch b = collate(s.tasks[size_t(t)], t, ex, s.n_patches, s.patch_dim);
+      batch_to_device(b, parse_device(s.cfg.device));
       VisualInput vi;
       vi.feats = b.feats;
       ctx.task = t;
