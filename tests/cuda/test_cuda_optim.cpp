@@ -128,7 +128,7 @@ TEST(CudaOptimizer, SgdWithMomentumMatchesTheCpu) {
     for (size_t i = 0; i < p.cpu.size(); ++i)
       EXPECT_TRUE(rel_close(p.gpu[i], p.cpu[i], tol_for(dt), std::string(dtype_name(dt)) + " param"));
     EXPECT_TRUE(og.state[1][1].momentum_buffer.is_cuda());
-    EXPECT_TRUE(rel_close(og.state[1][1].momentum_buffer, oc.state[1][1].momentum_buffer, 1e-5, "momentum"));
+    EXPECT_TRUE(rel_close(og.state[1][1].momentum_buffer, oc.state[1][1].momentum_buffer, tol_for(dt), "momentum"));
   }
 }
 
