@@ -92,7 +92,7 @@ Args parse_args(int argc, char** argv) {
 
 std::string model_type(const std::string& path) {
   std::ifstream f(path);
-  VLP_CHECK(f.good(), "train_step: cannot open model config ", path);
+  VLP_CHECK(f.good(), "cannot open model config ", path);
   std::stringstream ss;
   ss << f.rdbuf();
   const auto j = nlohmann::json::parse(ss.str(), nullptr, false);
@@ -237,7 +237,7 @@ void make_vit(const Args& a, Bench& b) {
 Bench make_bench(const Args& a) {
   Bench b;
   const std::string type = model_type(a.model);
-  VLP_CHECK(a.visual == 0 || type == "bart", "train_step: --visual (VL-BART) needs a BART config, ", a.model,
+  VLP_CHECK(a.visual == 0 || type == "bart", "--visual (VL-BART) needs a BART config, ", a.model,
             " is ", type);
   if (type == "gpt2") make_gpt2(a, b);
   else if ((type == "t5" || type == "bart") && a.visual == 0) make_text_seq2seq(a, type, b);
@@ -261,7 +261,7 @@ int main(int argc, char** argv) try {
   const Args a = parse_args(argc, argv);
   const Device device = parse_device(a.device);
   if (device.is_cuda())
-    VLP_CHECK(cuda_available(), "train_step: --device ", a.device, ": ", cuda_unavailable_reason());
+    VLP_CHECK(cuda_available(), "--device ", a.device, ": ", cuda_unavailable_reason());
   Bench b = make_bench(a);
   b.model->train(true);
   b.model->set_requires_grad(true);  // full fine-tuning; add_adapter freezes all but the adapter
