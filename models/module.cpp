@@ -103,6 +103,33 @@ int64_t Module::num_parameters(bool trainable_only) const {
   return n;
 }
 
+void Module::to_device(Device device, std::optional<DType> float_dtype) {
+  // One new storage per old one, so views of a shared storage (tied weights) stay views of one storage.
+  std::map<const Storage*, Tensor> moved;  // old storage -> its whole contents, moved
+  auto move = [&](Tensor* t) {
+    if (!t->defined()) return;
+    const DType dt = float_dtype && is_floating(t->dtype()) ? *float_dtype : t->dtype();
+    if (t->device() == device && dt == t->dtype()) return;
+    const bool grad = t->requires_grad();
+    auto it = moved.find(t->storage().get());
+    if (it == moved.end()) {
+      const int64_t n = int64_t(t->storage()->nbytes / t->element_size());
+      Tensor whole(t->storage(), {n}, {1}, 0, t->dtype());
+      it = moved.emplace(t->storage().get(), convert(whole, dt, device)).first;
+    }
+    *t = Tensor(it->second.storage(), t->shape(), t->strides(), t->offset(), dt);
+    if (grad) t->set_requires_grad(true);
+  };
+  std::vector<Module*> stack{this};
+  while (!stack.empty()) {
+    Module* m = stack.back();
+    stack.pop_back();
+    for (auto& [name, t] : m->params_) move(t);
+    for (auto& [name, t] : m->buffers_) move(t);
+    for (auto& [name, child] : m->children_) stack.push_back(child);
+  }
+}
+
 // ---- layers ----
 
 Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, bool fan_in_fan_out_)

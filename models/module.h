@@ -7,7 +7,9 @@
 // The layers here carry the adaptation sites of models/site.h: every Linear can hold PEFT modules
 // (LoRA, IA3, ...), which is the single mechanism through which every method is injected.
 #pragma once
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,6 +68,10 @@ struct Module {
   bool training() const { return training_; }
   void set_requires_grad(bool on);  // every parameter below
   int64_t num_parameters(bool trainable_only = false) const;
+  // Moves every parameter and buffer below to `device`, floating ones converted to `float_dtype` when given
+  // (e.g. BF16). Tensors that shared storage (tied weights) still share it afterwards; requires_grad is kept,
+  // gradients are dropped. Tensors a module keeps outside registration stay where they are.
+  void to_device(Device device, std::optional<DType> float_dtype = std::nullopt);
 
   // A short type name for matching and reports ("Linear", "LayerNorm", ...).
   virtual const char* type_name() const { return "Module"; }
