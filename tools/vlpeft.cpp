@@ -87,7 +87,10 @@ int cmd_train(const Args& a) {
 std::unique_ptr<Session> session_with_checkpoint(const Args& a) {
   auto it = a.opts.find("checkpoint");
   VLP_CHECK(it != a.opts.end(), "--checkpoint PATH is required (a training checkpoint, e.g. OUT/last.safetensors)");
-  TrainConfig c = config_from(a);
+  // Without --config: the config the checkpoint was trained with (metadata), --set overrides applied.
+  std::vector<std::string> sets = a.sets;
+  if (a.opts.count("split")) sets.push_back("eval_split=" + a.opts.at("split"));
+  TrainConfig c = a.opts.count("config") ? load_config(a.opts.at("config"), sets) : config_of_checkpoint(it->second, sets);
   auto s = make_session(c);
   load_training_checkpoint(*s, it->second);
   return s;
@@ -95,11 +98,13 @@ std::unique_ptr<Session> session_with_checkpoint(const Args& a) {
 
 int cmd_eval(const Args& a) {
   if (a.help)
-    return std::fputs("usage: vlpeft eval --checkpoint PATH [--config FILE] [--set key=value]...\n"
-                      "Exact-match accuracy of greedy generation per task on the eval split. The config must\n"
-                      "describe the same model and PEFT setup as the checkpoint.\n", stdout), 0;
+    return std::fputs("usage: vlpeft eval --checkpoint PATH [--split train|val|test] [--config FILE] [--set key=value]...\n"
+                      "Scores the checkpoint on a split with each task's metric (VQA accuracy, GQA / NLVR2 accuracy,\n"
+                      "CIDEr-D, BLEU-4, ROUGE-L; synthetic tasks: exact match) and writes the predictions under\n"
+                      "OUT/predictions. The config defaults to the one stored in the checkpoint.\n", stdout), 0;
   auto s = session_with_checkpoint(a);
-  for (auto& [k, v] : evaluate(*s)) std::printf("%s: %.2f%%\n", k.c_str(), 100 * v);
+  for (auto& [k, v] : evaluate(*s, -1, true))
+    std::printf("%s: %.2f%s\n", k.c_str(), 100 * v, k == "caption.cider_d" ? " (x100)" : "%");
   return 0;
 }
 

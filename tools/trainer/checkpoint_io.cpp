@@ -62,6 +62,7 @@ void save_training_checkpoint(const Session& s, const std::string& path) {
   std::snprintf(best, sizeof best, "%.17g", s.best_score);
   meta["best_score"] = best;
   meta["config"] = config_to_json(s.cfg).dump();
+  if (s.files) meta["loader_position"] = data::position_to_json(s.loader_pos);
   meta["data_fnv1a"] = checksum(tensors);
   // save_safetensors writes a temporary file, fsyncs it, renames it into place and fsyncs the directory.
   save_safetensors(path, tensors, meta);
@@ -97,6 +98,10 @@ void load_training_checkpoint(Session& s, const std::string& path) {
   s.dropout_gen.seed = std::stoull(meta("rng_seed"));
   s.dropout_gen.offset = std::stoull(meta("rng_offset"));
   s.best_score = std::stod(meta("best_score"));
+  if (s.files) {
+    s.loader_pos = data::position_from_json(meta("loader_position"));
+    s.loader_started = false;  // the next micro-batch restarts the loader there
+  }
 }
 
 void load_model_weights(VLSeq2Seq& model, const std::string& path) {

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "runtime/error.h"
+#include "tools/trainer/file_data.h"
 
 namespace vlp::trainer {
 namespace {
@@ -41,6 +42,22 @@ const std::vector<Field>& fields() {
       VLP_FIELD(eval_every, "integer", int64_t), VLP_FIELD(save_every, "integer", int64_t),
       VLP_FIELD(log_every, "integer", int64_t), VLP_FIELD(max_new_tokens, "integer", int64_t),
       VLP_FIELD(progress, "boolean", bool), VLP_FIELD(threads, "integer", int64_t), VLP_FIELD(peak_tflops, "number", double),
+      VLP_FIELD(data_dir, "string", std::string), VLP_FIELD(vqa_train, "string", std::string),
+      VLP_FIELD(vqa_val, "string", std::string), VLP_FIELD(vqa_test, "string", std::string),
+      VLP_FIELD(gqa_train, "string", std::string), VLP_FIELD(gqa_val, "string", std::string),
+      VLP_FIELD(gqa_test, "string", std::string), VLP_FIELD(nlvr2_train, "string", std::string),
+      VLP_FIELD(nlvr2_val, "string", std::string), VLP_FIELD(nlvr2_test, "string", std::string),
+      VLP_FIELD(caption_train, "string", std::string), VLP_FIELD(caption_val, "string", std::string),
+      VLP_FIELD(caption_test, "string", std::string), VLP_FIELD(vqa_official, "string", std::string),
+      VLP_FIELD(answer_vocab, "string", std::string), VLP_FIELD(coco_images, "string", std::string),
+      VLP_FIELD(gqa_images, "string", std::string), VLP_FIELD(nlvr2_images, "string", std::string),
+      VLP_FIELD(tokenizer, "string", std::string), VLP_FIELD(model_dir, "string", std::string),
+      VLP_FIELD(vocab_extra_rows, "integer", int64_t), VLP_FIELD(peft_recipe, "string", std::string),
+      VLP_FIELD(multitask_batch_base, "integer", int64_t), VLP_FIELD(epochs, "integer", int64_t),
+      VLP_FIELD(max_text_length, "integer", int64_t), VLP_FIELD(max_target_length, "integer", int64_t),
+      VLP_FIELD(gen_max_length, "integer", int64_t), VLP_FIELD(caption_beams, "integer", int64_t),
+      VLP_FIELD(eval_split, "string", std::string), VLP_FIELD(eval_limit, "integer", int64_t),
+      VLP_FIELD(workers, "integer", int64_t), VLP_FIELD(gqa_prefix_compat, "boolean", bool),
   };
   return f;
 }
@@ -129,8 +146,33 @@ void validate_config(const TrainConfig& c) {
   VLP_CHECK(c.warmup_ratio >= 0 && c.warmup_ratio <= 1, "config: key 'warmup_ratio' must be in [0, 1]");
   for (auto [k, p] : {std::pair{"peft_config", c.peft_config}, {"init_from", c.init_from}})
     VLP_CHECK(p.empty() || std::filesystem::exists(p), "config: key '", k, "' names a missing path '", p, "'");
-  VLP_CHECK(c.peft_config.empty() || c.peft_type.empty(), "config: set peft_config or peft_type, not both");
+  VLP_CHECK(int(!c.peft_config.empty()) + int(!c.peft_type.empty()) + int(!c.peft_recipe.empty()) <= 1,
+            "config: set one of peft_config, peft_type and peft_recipe");
   VLP_CHECK(!split_list(c.tasks).empty(), "config: key 'tasks' names no task");
+  int file_tasks = 0;
+  for (const std::string& t : split_list(c.tasks)) file_tasks += is_file_task(t);
+  VLP_CHECK(file_tasks == 0 || file_tasks == int64_t(split_list(c.tasks).size()), "config: key 'tasks' mixes the ",
+            "file-backed tasks (vqa, gqa, nlvr2, caption) with synthetic ones: '", c.tasks, "'");
+  for (auto [k, v] : {std::pair{"max_text_length", c.max_text_length}, {"max_target_length", c.max_target_length},
+                      {"gen_max_length", c.gen_max_length}, {"caption_beams", c.caption_beams}})
+    VLP_CHECK(v > 0, "config: key '", k, "' must be positive, got ", v);
+  for (auto [k, v] : {std::pair{"vocab_extra_rows", c.vocab_extra_rows}, {"multitask_batch_base", c.multitask_batch_base},
+                      {"epochs", c.epochs}, {"eval_limit", c.eval_limit}, {"workers", c.workers}})
+    VLP_CHECK(v >= 0, "config: key '", k, "' must be >= 0, got ", v);
+  VLP_CHECK(c.eval_split == "train" || c.eval_split == "val" || c.eval_split == "test",
+            "config: key 'eval_split' must be train, val or test, got '", c.eval_split, "'");
+  VLP_CHECK(file_tasks > 0 || c.model_dir.empty(), "config: key 'model_dir' needs the file-backed tasks");
+  if (file_tasks > 0) {
+    const std::vector<std::string> missing = missing_paths(c);
+    std::string all;
+    for (const std::string& m : missing) all += "\n  " + m;
+    VLP_CHECK(missing.empty(), "config: ", missing.size(), " missing path(s):", all);
+  }
+}
+
+bool uses_files(const TrainConfig& c) {
+  const auto t = split_list(c.tasks);
+  return !t.empty() && is_file_task(t[0]);
 }
 
 }  // namespace vlp::trainer

@@ -18,6 +18,7 @@
 #include "models/vl/vl_seq2seq.h"
 #include "runtime/rng.h"
 #include "tools/trainer/config.h"
+#include "tools/trainer/file_data.h"
 #include "tools/trainer/vl_tasks.h"
 
 namespace vlp::trainer {
@@ -36,6 +37,12 @@ struct Session {
   int64_t step = 0, micro_batch = 0;
   double best_score = -1.0;
   bool peft = false;
+  // File-backed tasks (cfg.tasks from vqa, gqa, nlvr2, caption): data, loader and its position (the next
+  // micro-batch; saved in checkpoints as metadata "loader_position").
+  std::unique_ptr<FileData> files;
+  data::LoaderPosition loader_pos;
+  bool loader_started = false;
+  std::map<std::string, double> last_primary;  // per task: the main score of the last evaluation
 };
 
 // Builds data and model (seeded), loads init_from, attaches PEFT, freezes per method, makes the optimizer.
@@ -44,8 +51,26 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg);
 // The micro-batch at a global index: (task index, example indices); deterministic in (seed, index).
 std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_batch);
 
-// Greedy-generation accuracy (exact match of the answer) per task on the eval split.
-std::map<std::string, double> evaluate(Session& s, int64_t max_examples = -1);
+// Synthetic tasks: greedy-generation accuracy (exact match of the answer) per task on the eval split.
+// File-backed tasks: every metric of evaluate_files on cfg.eval_split (max_examples ignored; eval_limit
+// applies), predictions written under cfg.out_dir/predictions when write_predictions.
+std::map<std::string, double> evaluate(Session& s, int64_t max_examples = -1, bool write_predictions = false);
+
+// The config a training checkpoint was written with (metadata "config"), with overrides applied.
+TrainConfig config_of_checkpoint(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The next training micro-batch (synthetic schedule or the file loader), advancing the data position.
+struct MicroBatch {
+  int task = 0;
+  Tensor input_ids, attention_mask, labels, weights;  // weights: file tasks only (spec §2.11 loss)
+  VisualInput visual;
+};
+MicroBatch next_micro_batch(Session& s);
+
+// File-backed tasks: the model config (a tiny model from the config's sizes with the codec's vocabulary,
+// or model_dir's config.json) and loading model_dir's weights (vocab_extra_rows appended, N(0, 0.02)).
+VLSeq2SeqConfig file_model_config(const TrainConfig& c, const FileData& d);
+void load_backbone_weights(VLSeq2Seq& model, const TrainConfig& c);
 
 struct RunSummary {
   int64_t steps = 0;
