@@ -42,7 +42,7 @@ const std::vector<Field>& fields() {
       VLP_FIELD(eval_every, "integer", int64_t), VLP_FIELD(save_every, "integer", int64_t),
       VLP_FIELD(log_every, "integer", int64_t), VLP_FIELD(max_new_tokens, "integer", int64_t),
       VLP_FIELD(progress, "boolean", bool), VLP_FIELD(threads, "integer", int64_t), VLP_FIELD(peak_tflops, "number", double),
-      VLP_FIELD(data_dir, "string", std::string), VLP_FIELD(vqa_train, "string", std::string),
+      VLP_FIELD(data_dir, "string", std::string), VLP_FIELD(features_dir, "string", std::string), VLP_FIELD(vqa_train, "string", std::string),
       VLP_FIELD(vqa_val, "string", std::string), VLP_FIELD(vqa_test, "string", std::string),
       VLP_FIELD(gqa_train, "string", std::string), VLP_FIELD(gqa_val, "string", std::string),
       VLP_FIELD(gqa_test, "string", std::string), VLP_FIELD(nlvr2_train, "string", std::string),
@@ -115,6 +115,25 @@ TrainConfig parse_config(const nlohmann::json& j, const std::string& source, con
     if (v.is_discarded()) v = text;
     apply(c, key, v, "--set " + o);
   }
+  // "{data_dir}", "{features_dir}" and "{model_dir}" in string values stand for those keys' values (set
+  // ones only: an unset one stays, and missing_paths names it).
+  nlohmann::json j2 = config_to_json(c);
+  bool changed = false;
+  for (auto& [key, v] : j2.items()) {
+    if (!v.is_string()) continue;
+    std::string text = v.get<std::string>();
+    for (const char* ref : {"data_dir", "features_dir", "model_dir"}) {
+      const std::string mark = std::string("{") + ref + "}", value = j2[ref].get<std::string>();
+      if (key == ref || value.empty() || value[0] == '<') continue;  // unset or a placeholder
+      for (size_t at = text.find(mark); at != std::string::npos; at = text.find(mark, at + value.size())) {
+        text.replace(at, mark.size(), value);
+        changed = true;
+      }
+    }
+    v = text;
+  }
+  if (changed)
+    for (auto& [key, v] : j2.items()) apply(c, key, v, source);
   return c;
 }
 

@@ -45,6 +45,8 @@ struct TrainConfig {
   // VL-T5 lists; caption: Karpathy dataset_coco.json with "@split+split" (e.g. "@train+restval") or a
   // COCO-format captions json.
   std::string data_dir;
+  std::string features_dir;  // only referenced as "{features_dir}" in other keys (e.g. coco_images)
+  // Any string value may use "{data_dir}", "{features_dir}" and "{model_dir}" (replaced after --set).
   std::string vqa_train, vqa_val, vqa_test, gqa_train, gqa_val, gqa_test, nlvr2_train, nlvr2_val, nlvr2_test,
       caption_train, caption_val, caption_test;
   std::string vqa_official;  // official questions files whose annotations give Karpathy splits the human answers

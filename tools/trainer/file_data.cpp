@@ -111,12 +111,24 @@ std::vector<std::string> missing_paths(const TrainConfig& c) {
   std::vector<std::string> out;
   auto check = [&](const std::string& key, const std::string& path) {
     if (path.empty() || path == "words") return;
+    if (path[0] == '<') {  // a placeholder of a shipped config ("<path to facebook/bart-base>")
+      out.push_back("key '" + key + "' is not set: " + path);
+      return;
+    }
     for (const std::string& p : split_list(path)) {
+      const size_t brace = p.find('{');
+      if (brace != std::string::npos) {
+        const std::string ref = p.substr(brace + 1, p.find('}', brace) - brace - 1);
+        out.push_back("key '" + key + "' uses {" + ref + "}, which is not set (--set " + ref + "=PATH)");
+        continue;
+      }
       const std::string file = key.rfind("caption_", 0) == 0 ? caption_file(p).first : p;
       if (!fs::exists(file)) out.push_back("key '" + key + "' names a missing path '" + file + "'");
     }
   };
-  if (!c.data_dir.empty() && !fs::is_directory(c.data_dir))
+  if (!c.data_dir.empty() && c.data_dir[0] == '<')
+    out.push_back("key 'data_dir' is not set: " + c.data_dir);
+  else if (!c.data_dir.empty() && !fs::is_directory(c.data_dir))
     out.push_back("key 'data_dir' names a missing directory '" + c.data_dir + "'");
   for (const std::string& t : split_list(c.tasks)) {
     if (!is_file_task(t)) continue;

@@ -288,7 +288,7 @@ RunSummary train(Session& s) {
   const double per_token = s.peft ? 4 * N + 6 * n_trainable : 6 * N;
   const auto t0 = std::chrono::steady_clock::now();
   ForwardContext ctx;
-  ctx.training = c.dropout > 0;
+  ctx.training = c.dropout > 0 || !c.model_dir.empty();  // a checkpoint brings its own dropout rates
   ctx.generator = &s.dropout_gen;
   s.model->train(true);
   while (s.step < c.steps) {
