@@ -72,8 +72,8 @@ int cmd_train(const Args& a) {
   int64_t trainable = 0;
   for (auto& [n, p] : s->trainable) trainable += p.numel();
   std::printf("model: %s d=%lld, %lld parameters, %lld trainable (%.2f%%)\n", c.backbone.c_str(), (long long)c.d_model,
-              (long long)s->model->num_parameters(), (long long)trainable,
-              100.0 * double(trainable) / double(s->model->num_parameters()));
+              (long long)s->net().num_parameters(), (long long)trainable,
+              100.0 * double(trainable) / double(s->net().num_parameters()));
   RunSummary r = train(*s);
   std::printf("done: %lld steps in %.1f s, last loss %.4f\n", (long long)r.steps, r.seconds, r.last_loss);
   for (auto& [k, v] : r.metrics) std::printf("  eval %s: %.2f%%\n", k.c_str(), 100 * v);
@@ -153,8 +153,8 @@ int cmd_params(const Args& a) {
     auto s = make_session(config_from(a));
     int64_t trainable = 0;
     for (auto& [n, p] : s->trainable) trainable += p.numel();
-    std::printf("trainer model: %lld parameters, %lld trainable (%.3f%%)\n", (long long)s->model->num_parameters(),
-                (long long)trainable, 100.0 * double(trainable) / double(s->model->num_parameters()));
+    std::printf("trainer model: %lld parameters, %lld trainable (%.3f%%)\n", (long long)s->net().num_parameters(),
+                (long long)trainable, 100.0 * double(trainable) / double(s->net().num_parameters()));
   }
   return 0;
 }

@@ -72,7 +72,7 @@ TEST(TrainerConfigs, EveryVlAdapterRecipeRowHasAConfigForBothBackbones) {
 }
 
 TEST(TrainerConfigs, UnfilledPathsAreReportedByKey) {
-  for (const std::string& sub : {"vl_adapter"}) {
+  for (const std::string& sub : {"vl_adapter", "routing"}) {
     for (const std::string& path : shipped_configs(sub)) {
       SCOPED_TRACE(path);
       TrainConfig c = load_config(path);
@@ -119,6 +119,30 @@ TEST(TrainerConfigs, WithPathsFilledEveryConfigBuildsItsSession) {
     // Per-task batch sizes from B0 (BART 500, T5 300).
     EXPECT_EQ(s->files->loader->tasks()[0].batch_size, c.backbone == "bart" ? 500 : 300);
     EXPECT_EQ(s->files->loader->tasks()[2].batch_size, c.backbone == "bart" ? 166 : 100);
+  }
+}
+
+// The routing setups (spec §3.4-3.6) on tiny models of their shapes: a few steps train, eval scores.
+TEST(TrainerConfigs, RoutingSetupsTrainAndEvaluate) {
+  const auto files = shipped_configs("routing");
+  ASSERT_EQ(files.size(), 4u);
+  for (const std::string& path : files) {
+    SCOPED_TRACE(path);
+    TrainConfig c = load_config(path, {"model_dir=", "data_dir=" + bench_dir(), "coco_images=" + bench_dir() + "/coco",
+                                       "d_model=32", "layers=1", "heads=2", "d_ff=64", "workers=0", "epochs=0",
+                                       "steps=3", "batch_size=4", "warmup_steps=0", "eval_every=0", "threads=1",
+                                       "progress=false", "eval_limit=4", "caption_beams=2",
+                                       "out_dir=" + test::temp_dir("trainer_configs_routing").string()});
+    auto s = make_session(c);
+    EXPECT_TRUE(s->peft);
+    bool routed = false;
+    for (auto& [name, p] : s->trainable) routed |= name.find("lora_A") != std::string::npos || name.find("adapters") != std::string::npos;
+    EXPECT_TRUE(routed);
+    RunSummary r = train(*s);
+    EXPECT_EQ(r.steps, 3);
+    EXPECT_TRUE(std::isfinite(r.last_loss));
+    auto m = evaluate(*s);
+    EXPECT_TRUE(m.count(c.model_kind == "gpt2_prefix" ? "caption.cider_d" : "vqa.soft_score"));
   }
 }
 

@@ -50,7 +50,7 @@ SafetensorsFile open_verified(const std::string& path) {
 
 void save_training_checkpoint(const Session& s, const std::string& path) {
   NamedTensors tensors;
-  for (auto& [name, t] : s.model->state_dict()) tensors.push_back({"model." + name, t});
+  for (auto& [name, t] : s.net().state_dict()) tensors.push_back({"model." + name, t});
   for (auto& [name, t] : export_optimizer_state(s.opt)) tensors.push_back({"optim." + name, t});
   SafetensorsMetadata meta;
   meta["format"] = "vlpeft-train-1";
@@ -77,7 +77,7 @@ void load_training_checkpoint(Session& s, const std::string& path) {
   };
   VLP_CHECK(meta("format") == "vlpeft-train-1", "checkpoint '", path, "' has format '", meta("format"), "'");
   // Check everything before changing anything.
-  auto state = s.model->state_dict();
+  auto state = s.net().state_dict();
   for (auto& [name, t] : state) {
     const Tensor* src = f.find("model." + name);
     VLP_CHECK(src, "checkpoint '", path, "' has no tensor for parameter '", name, "' (another model or PEFT setup?)");
@@ -104,7 +104,7 @@ void load_training_checkpoint(Session& s, const std::string& path) {
   }
 }
 
-void load_model_weights(VLSeq2Seq& model, const std::string& path) {
+void load_model_weights(Module& model, const std::string& path) {
   SafetensorsFile f = open_verified(path);
   int64_t copied = 0;
   for (auto& [name, t] : model.state_dict()) {

@@ -57,7 +57,8 @@ const std::vector<Field>& fields() {
       VLP_FIELD(max_text_length, "integer", int64_t), VLP_FIELD(max_target_length, "integer", int64_t),
       VLP_FIELD(gen_max_length, "integer", int64_t), VLP_FIELD(caption_beams, "integer", int64_t),
       VLP_FIELD(eval_split, "string", std::string), VLP_FIELD(eval_limit, "integer", int64_t),
-      VLP_FIELD(workers, "integer", int64_t), VLP_FIELD(gqa_prefix_compat, "boolean", bool),
+      VLP_FIELD(workers, "integer", int64_t), VLP_FIELD(model_kind, "string", std::string),
+      VLP_FIELD(warmup_steps, "integer", int64_t), VLP_FIELD(gqa_prefix_compat, "boolean", bool),
   };
   return f;
 }
@@ -73,6 +74,7 @@ bool kind_matches(const char* kind, const nlohmann::json& v) {
 }
 
 void apply(TrainConfig& c, const std::string& key, const nlohmann::json& v, const std::string& source) {
+  if (!key.empty() && key[0] == '_') return;  // "_comment" and the like: notes for the reader
   for (const Field& f : fields()) {
     if (key != f.key) continue;
     VLP_CHECK(kind_matches(f.kind, v), source, ": key '", key, "' must be ", f.kind == std::string("integer") ? "an " : "a ",
@@ -152,7 +154,19 @@ nlohmann::json config_to_json(const TrainConfig& c) {
 }
 
 void validate_config(const TrainConfig& c) {
-  VLP_CHECK(c.backbone == "t5" || c.backbone == "bart", "config: backbone must be t5 or bart, got '", c.backbone, "'");
+  VLP_CHECK(c.model_kind == "seq2seq" || c.model_kind == "gpt2_prefix" || c.model_kind == "encoder_classifier",
+            "config: key 'model_kind' must be seq2seq, gpt2_prefix or encoder_classifier, got '", c.model_kind, "'");
+  if (c.model_kind == "gpt2_prefix") {
+    VLP_CHECK(c.backbone == "gpt2", "config: model_kind gpt2_prefix needs backbone gpt2, got '", c.backbone, "'");
+    VLP_CHECK(c.tasks == "caption", "config: model_kind gpt2_prefix trains the caption task only, got tasks '", c.tasks, "'");
+  } else {
+    VLP_CHECK(c.backbone == "t5" || c.backbone == "bart", "config: backbone must be t5 or bart, got '", c.backbone, "'");
+  }
+  if (c.model_kind == "encoder_classifier") {
+    VLP_CHECK(c.tasks == "vqa", "config: model_kind encoder_classifier trains the vqa task only, got tasks '", c.tasks, "'");
+    VLP_CHECK(!c.answer_vocab.empty() || !c.data_dir.empty(), "config: model_kind encoder_classifier needs key 'answer_vocab'");
+  }
+  VLP_CHECK(c.warmup_steps >= 0, "config: key 'warmup_steps' must be >= 0");
   for (auto [k, v] : {std::pair{"d_model", c.d_model}, {"layers", c.layers}, {"heads", c.heads}, {"d_ff", c.d_ff},
                       {"batch_size", c.batch_size}, {"grad_accum", c.grad_accum},
                       {"train_examples", c.train_examples}, {"eval_examples", c.eval_examples},

@@ -56,6 +56,12 @@ struct TrainConfig {
   std::string coco_images, gqa_images, nlvr2_images;
   std::string tokenizer;     // "" / "words": word vocabulary from the training texts; or spiece.model,
                              // tokenizer.json, "vocab.json,merges.txt", or a directory holding one
+  // The VL model: "seq2seq" (VL-T5 / VL-BART, every task), "gpt2_prefix" (backbone gpt2, a pooled visual
+  // vector as GPT-2's first position; caption only; spec §3.4) or "encoder_classifier" (the t5 / bart
+  // encoder over [visual; question] with an answer classifier; vqa only, needs answer_vocab; spec §3.5).
+  // The last two read one pooled vector per image (the mean of the image's tokens or patch features).
+  std::string model_kind = "seq2seq";
+  int64_t warmup_steps = 0;  // > 0: linear warmup over this many steps (instead of warmup_ratio)
   std::string model_dir;     // a transformers t5 / bart checkpoint directory (config.json + weights):
                              // the backbone (d_model, layers, ... are then ignored)
   int64_t vocab_extra_rows = 0;    // rows appended to the embedding (VL-BART: 200 added tokens)

@@ -96,6 +96,11 @@ std::string lower(std::string s) {
 
 }  // namespace
 
+std::string answer_vocab_path(const TrainConfig& c) {
+  if (!c.answer_vocab.empty() || c.data_dir.empty()) return c.answer_vocab;
+  return join_dir(c.data_dir, "vqa/trainval_ans2label.json");
+}
+
 std::string split_files(const TrainConfig& c, const std::string& task, const std::string& split) {
   const std::string& v = *split_key(c, task, split);
   return v.empty() ? default_files(c.data_dir, task, split) : v;
@@ -145,7 +150,7 @@ std::vector<std::string> missing_paths(const TrainConfig& c) {
     else check(img_key, img);
   }
   check("vqa_official", c.vqa_official);
-  check("answer_vocab", c.answer_vocab);
+  check("answer_vocab", c.model_kind == "encoder_classifier" ? answer_vocab_path(c) : c.answer_vocab);
   check("model_dir", c.model_dir);
   if (c.tokenizer.find(',') != std::string::npos || !c.tokenizer.empty()) check("tokenizer", c.tokenizer);
   return out;
@@ -186,6 +191,7 @@ std::vector<int64_t> TextCodec::encode(const std::string& text, int64_t max_len)
     ids.push_back(eos);
   } else {
     for (int32_t id : vlp::encode(tok, text, true)) ids.push_back(id);
+    if (ids.empty() || ids.back() != eos) ids.push_back(eos);  // GPT-2 adds nothing: end with <|endoftext|>
   }
   if (int64_t(ids.size()) > max_len) {  // keep the closing </s>, as the tokenizers' truncation does
     ids.resize(size_t(max_len));
@@ -251,15 +257,16 @@ TextCodec make_codec(const TrainConfig& c, const std::vector<std::vector<data::T
     else VLP_FAIL("tokenizer: directory '", d.string(), "' holds no tokenizer.json, spiece.model or vocab.json + merges.txt");
   }
   const auto parts = split_list(path);
-  if (parts.size() == 2) k.tok = load_bart_tokenizer(parts[0], parts[1]);
+  if (parts.size() == 2 && c.backbone == "gpt2") k.tok = load_gpt2_tokenizer(parts[0], parts[1]);
+  else if (parts.size() == 2) k.tok = load_bart_tokenizer(parts[0], parts[1]);
   else k.tok = load_tokenizer(path);
   k.size = vocab_size(k.tok);
   auto id_of = [&](const char* t, int64_t fallback) {
     const int32_t id = token_to_id(k.tok, t);
     return id >= 0 ? int64_t(id) : fallback;
   };
-  k.eos = id_of("</s>", -1);
-  VLP_CHECK(k.eos >= 0, "tokenizer '", path, "' has no </s> token (a T5 or BART tokenizer is needed)");
+  k.eos = id_of("</s>", id_of("<|endoftext|>", -1));
+  VLP_CHECK(k.eos >= 0, "tokenizer '", path, "' has neither </s> nor <|endoftext|> (a T5, BART or GPT-2 tokenizer is needed)");
   k.pad = k.tok.pad_id >= 0 ? k.tok.pad_id : id_of("<pad>", k.eos);
   k.bos = id_of("<s>", k.pad);
   return k;
@@ -414,6 +421,7 @@ std::unique_ptr<FileData> make_file_data(const TrainConfig& c) {
     max_tokens = std::max(max_tokens, d->visual[t]->tokens);
   }
   d->codec = make_codec(c, texts, std::max<int64_t>(16, max_tokens));
+  if (c.model_kind == "encoder_classifier") d->answers = data::load_answer_vocab(answer_vocab_path(c));
   data::LoaderOptions lo;
   lo.seed = c.data_seed != 0 ? c.data_seed : c.seed;
   lo.use_prefix = c.task_prefix;
@@ -422,9 +430,11 @@ std::unique_ptr<FileData> make_file_data(const TrainConfig& c) {
   FileData* raw = d.get();
   TrainConfig cfg = c;
   d->loader = std::make_unique<data::MultiTaskLoader>(std::move(tasks), lo, [raw, cfg](const data::Batch& b) {
-    FileBatch fb = build_file_batch(*raw, cfg, int(b.task_index), b.examples);
+    FileBatch fb = build_file_batch(*raw, cfg, int(b.task_index), b.examples,
+                                    &raw->loader->tasks()[size_t(b.task_index)].examples);
     data::TensorMap m{{"input_ids", fb.input_ids}, {"attention_mask", fb.attention_mask}, {"labels", fb.labels},
-                      {"weights", fb.weights}, {"feats", fb.visual.feats}};
+                      {"weights", fb.weights}, {"feats", fb.visual.feats}, {"pooled", fb.pooled}};
+    if (fb.targets.defined()) m["targets"] = fb.targets;
     return m;
   });
   return d;

@@ -8,6 +8,7 @@
 // Which files: per task and split the config keys <task>_<split> (see config.h); empty keys default to the
 // layout `vlpeft make-data` writes under data_dir.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,7 +44,7 @@ struct TextCodec {
   Tokenizer tok;                                      // !words
   std::vector<std::string> vocab;                     // words: 0 <s>, 1 <pad>, 2 </s>, 3 <unk>, words, <vis_k>...
   std::unordered_map<std::string, int64_t> word_id;
-  bool bart_style = false;                            // <s> text </s> (BART) or text </s> (T5)
+  bool bart_style = false;                            // <s> text </s> (BART) or text </s> (T5, GPT-2: text <|endoftext|>)
   int64_t pad = 1, eos = 2, bos = 0, size = 0;
   std::vector<int64_t> encode(const std::string& text, int64_t max_len) const;  // specials added
   std::string decode(const std::vector<int64_t>& ids) const;                    // specials skipped
@@ -83,25 +84,38 @@ struct FileData {
   int64_t feat_dim = 0;
   std::unique_ptr<data::MultiTaskLoader> loader;
   std::map<std::string, TaskSplit> eval_cache;  // "task/split"
+  data::AnswerVocab answers;                     // encoder_classifier: the classifier's answers
 };
+// answer_vocab, or the make-data layout's vqa/trainval_ans2label.json under data_dir.
+std::string answer_vocab_path(const TrainConfig& c);
 
 // Loads training data, tokenizer and image sources (the model config's vocabulary follows the codec).
 std::unique_ptr<FileData> make_file_data(const TrainConfig& c);
 
-// A model-ready batch.
+// A model-ready batch. seq2seq: input = prefix + text, labels = the target. gpt2_prefix: input = labels =
+// the caption (pads -100). encoder_classifier: input = the question, targets = the soft scores over the
+// answer vocabulary (training batches: `source` holds the examples the batch indexes).
 struct FileBatch {
   int task = 0;
   Tensor input_ids, attention_mask, labels, weights;
   VisualInput visual;
+  Tensor pooled;   // [B, D]: the mean of each example's visual tokens (gpt2_prefix, encoder_classifier)
+  Tensor targets;  // [B, answers] (encoder_classifier training)
 };
 FileBatch build_file_batch(FileData& d, const TrainConfig& c, int task_index,
-                           const std::vector<data::BatchExample>& examples);
+                           const std::vector<data::BatchExample>& examples,
+                           const std::vector<data::TrainExample>* source = nullptr);
+
+// Predictions (answer / caption / "true" | "false" text) for a batch of one task's examples.
+using Predictor = std::function<std::vector<std::string>(int task_index, const FileBatch& batch)>;
+// VL-T5 / VL-BART: greedy for VQA / GQA, beam search for captions, the true/false logits for NLVR2.
+Predictor seq2seq_predictor(const FileData& d, const TrainConfig& c, const VLSeq2Seq& model);
 
 // Evaluates every task on a split: "vqa.accuracy" (official legacy; when human answers are known),
 // "vqa.soft_score", "gqa.accuracy", "nlvr2.accuracy", "nlvr2.consistency", "caption.cider_d",
 // "caption.bleu_4", "caption.rouge_l". Writes predictions to pred_dir (when non-empty). `primary` gets one
 // score per task (VQA accuracy or soft score, GQA / NLVR2 accuracy, CIDEr-D).
-std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, const VLSeq2Seq& model,
+std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, const Predictor& predict,
                                              const std::string& split, std::map<std::string, double>* primary,
                                              const std::string& pred_dir = "");
 

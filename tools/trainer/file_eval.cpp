@@ -13,16 +13,18 @@
 namespace vlp::trainer {
 
 FileBatch build_file_batch(FileData& d, const TrainConfig& c, int task_index,
-                           const std::vector<data::BatchExample>& examples) {
+                           const std::vector<data::BatchExample>& examples, const std::vector<data::TrainExample>* source) {
   const std::string& task = d.tasks[size_t(task_index)];
   VisualSource& v = *d.visual.at(task);
   const int64_t n_images = task == "nlvr2" ? 2 : 1, B = int64_t(examples.size());
   VLP_CHECK(B > 0, "build_file_batch: empty batch of task '", task, "'");
   std::vector<std::vector<int64_t>> in, out;
   size_t T = 0, L = 0;
+  const bool gpt2 = c.model_kind == "gpt2_prefix";
   for (const auto& e : examples) {
-    in.push_back(d.codec.encode(e.input_text, c.max_text_length));
-    out.push_back(d.codec.encode(e.target_text, c.max_target_length));
+    // GPT-2 reads the caption itself after the visual token; the others read the (prefixed) text.
+    in.push_back(gpt2 ? d.codec.encode(e.target_text, c.max_target_length) : d.codec.encode(e.input_text, c.max_text_length));
+    out.push_back(gpt2 ? in.back() : d.codec.encode(e.target_text, c.max_target_length));
     T = std::max(T, in.back().size());
     L = std::max(L, out.back().size());
   }
@@ -55,6 +57,20 @@ FileBatch build_file_batch(FileData& d, const TrainConfig& c, int task_index,
   b.weights = from_data<float>(weights, {B});
   b.visual.feats = from_data<float>(feats, {B, N, v.dim});
   b.visual.n_images = n_images;
+  if (c.model_kind != "seq2seq") {
+    b.pooled = mean(b.visual.feats, {1}, false);  // one vector per example
+    if (!d.answers.answers.empty() && source) {   // classifier targets: every label's soft score
+      std::vector<float> t(size_t(B * d.answers.size()), 0.0f);
+      for (int64_t i = 0; i < B; ++i) {
+        const data::TrainExample& ex = (*source)[size_t(examples[size_t(i)].example_index)];
+        for (size_t k = 0; k < ex.targets.size(); ++k) {
+          const int64_t a = d.answers.find(ex.targets[k]);
+          if (a >= 0) t[size_t(i * d.answers.size() + a)] = float(ex.scores[k]);
+        }
+      }
+      b.targets = from_data<float>(t, {B, d.answers.size()});
+    }
+  }
   return b;
 }
 
@@ -86,7 +102,40 @@ void write_predictions(const std::string& path, const std::string& task, const T
 
 }  // namespace
 
-std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, const VLSeq2Seq& model,
+Predictor seq2seq_predictor(const FileData& d, const TrainConfig& c, const VLSeq2Seq& model) {
+  return [&d, c, &model](int ti, const FileBatch& b) {
+    const std::string& task = d.tasks[size_t(ti)];
+    const int64_t B = b.input_ids.size(0);
+    std::vector<std::string> pred;
+    ForwardContext ctx;
+    ctx.task = ti;
+    if (task == "nlvr2") {
+      const int64_t t_id = first_target_id(d.codec, "true"), f_id = first_target_id(d.codec, "false");
+      const int64_t pos = d.codec.bart_style ? 1 : 0;  // BART decodes [</s>, <s>], T5 [<pad>]
+      Tensor logits = contiguous(model.forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx).logits);
+      VLP_CHECK(logits.dtype() == DType::F32, "nlvr2 eval: F32 logits expected");
+      const int64_t L = logits.size(1), V = logits.size(2);
+      const float* p = logits.data<float>();
+      for (int64_t r = 0; r < B; ++r) {
+        const float* row = p + (r * L + pos) * V;
+        pred.push_back(row[t_id] > row[f_id] ? "true" : "false");
+      }
+      return pred;
+    }
+    GenerationOptions opt;
+    opt.max_new_tokens = task == "caption" ? c.max_target_length : c.gen_max_length;
+    opt.num_beams = task == "caption" ? c.caption_beams : 1;
+    Tensor seq = contiguous(model.generate(b.input_ids, b.attention_mask, b.visual, opt, ctx).sequences);
+    const int64_t L = seq.size(1);
+    for (int64_t r = 0; r < B; ++r) {  // position 0 is the decoder start token
+      std::vector<int64_t> ids(seq.data<int64_t>() + r * L + 1, seq.data<int64_t>() + (r + 1) * L);
+      pred.push_back(d.codec.decode(ids));
+    }
+    return pred;
+  };
+}
+
+std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, const Predictor& predict,
                                              const std::string& split, std::map<std::string, double>* primary,
                                              const std::string& pred_dir) {
   NoGradGuard no_grad;
@@ -111,30 +160,8 @@ std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, 
         b.target_text = task == "nlvr2" ? "true" : "";
         ex.push_back(b);
       }
-      FileBatch b = build_file_batch(d, c, int(ti), ex);
-      ForwardContext ctx;
-      ctx.task = int(ti);
-      if (task == "nlvr2") {
-        const int64_t t_id = first_target_id(d.codec, "true"), f_id = first_target_id(d.codec, "false");
-        const int64_t pos = d.codec.bart_style ? 1 : 0;  // BART decodes [</s>, <s>], T5 [<pad>]
-        Tensor logits = contiguous(model.forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx).logits);
-        VLP_CHECK(logits.dtype() == DType::F32, "nlvr2 eval: F32 logits expected");
-        const int64_t L = logits.size(1), V = logits.size(2);
-        const float* p = logits.data<float>();
-        for (size_t r = 0; r < ex.size(); ++r) {
-          const float* row = p + (int64_t(r) * L + pos) * V;
-          pred.push_back(row[t_id] > row[f_id] ? "true" : "false");
-        }
-        continue;
-      }
-      GenerationOptions opt;
-      opt.max_new_tokens = task == "caption" ? c.max_target_length : c.gen_max_length;
-      opt.num_beams = task == "caption" ? c.caption_beams : 1;
-      Tensor seq = contiguous(model.generate(b.input_ids, b.attention_mask, b.visual, opt, ctx).sequences);
-      const int64_t L = seq.size(1);
-      for (size_t r = 0; r < ex.size(); ++r) {  // position 0 is the decoder start token
-        std::vector<int64_t> ids(seq.data<int64_t>() + int64_t(r) * L + 1, seq.data<int64_t>() + int64_t(r + 1) * L);
-        std::string text = d.codec.decode(ids);
+      const FileBatch b = build_file_batch(d, c, int(ti), ex);
+      for (std::string text : predict(int(ti), b)) {
         while (!text.empty() && text.front() == ' ') text.erase(text.begin());
         pred.push_back(text);
       }

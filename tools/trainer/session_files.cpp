@@ -45,16 +45,21 @@ VLSeq2SeqConfig file_model_config(const TrainConfig& c, const FileData& d) {
   return m;
 }
 
-void load_backbone_weights(VLSeq2Seq& model, const TrainConfig& c) {
+void load_backbone_weights(Module& backbone, const TrainConfig& c) {
+  auto* t5 = dynamic_cast<T5ForConditionalGeneration*>(&backbone);
+  auto* bart = dynamic_cast<BartForConditionalGeneration*>(&backbone);
+  auto* gpt2 = dynamic_cast<GPT2LMHeadModel*>(&backbone);
+  VLP_CHECK(t5 || bart || gpt2, "load_backbone_weights: not a T5, BART or GPT-2 LM module");
   auto tensors = read_checkpoint(c.model_dir);
   if (c.vocab_extra_rows > 0) {
     // VL-BART's added tokens: new embedding rows N(0, 0.02) (BART's init_std), zero logit biases.
-    const int64_t V = model.vocab_size(), old = V - c.vocab_extra_rows;
+    const int64_t V = t5 ? t5->config.vocab_size : bart ? bart->config.vocab_size : gpt2->config.vocab_size;
+    const int64_t old = V - c.vocab_extra_rows;
     Generator gen(c.seed + 17);
     for (auto& [name, t] : tensors) {
       const bool table = t.dim() == 2 && t.size(0) == old &&
                          (name.find("shared") != std::string::npos || name.find("embed_tokens") != std::string::npos ||
-                          name.find("lm_head") != std::string::npos);
+                          name.find("lm_head") != std::string::npos || name.find("wte") != std::string::npos);
       if (table) {
         Tensor extra = mul(randn({c.vocab_extra_rows, t.size(1)}, &gen), 0.02);
         t = concat({convert(t, DType::F32), extra}, 0);
@@ -63,8 +68,9 @@ void load_backbone_weights(VLSeq2Seq& model, const TrainConfig& c) {
       }
     }
   }
-  if (model.t5) load_checkpoint(*model.t5, tensors, checkpoint_rules(*model.t5));
-  else load_checkpoint(*model.bart, tensors, checkpoint_rules(*model.bart));
+  if (t5) load_checkpoint(*t5, tensors, checkpoint_rules(*t5));
+  else if (bart) load_checkpoint(*bart, tensors, checkpoint_rules(*bart));
+  else load_checkpoint(*gpt2, tensors, checkpoint_rules(*gpt2));
 }
 
 TrainConfig config_of_checkpoint(const std::string& path, const std::vector<std::string>& overrides) {
