@@ -60,14 +60,30 @@ TrainConfig config_from(const Args& a) {
 
 const char* kTrainHelp =
     "usage: vlpeft train [--config FILE] [--set key=value]...\n"
-    "Trains the tiny VL encoder-decoder on the synthetic tasks. Keys (with defaults) are printed by\n"
-    "`vlpeft train --print-config 1`. Checkpoints: OUT/last.safetensors, OUT/last.prev.safetensors,\n"
+    "Trains a VL model (VL-T5 / VL-BART, GPT-2 prefix, encoder classifier) on synthetic tasks or on the\n"
+    "VQAv2 / GQA / NLVR2 / COCO files (README: Training on real data). Keys (with defaults) are printed by\n"
+    "`vlpeft train --print-config 1`; `--check 1` only reports missing paths. Checkpoints: OUT/last.safetensors, OUT/last.prev.safetensors,\n"
     "OUT/best.safetensors; log OUT/metrics.jsonl, plot OUT/metrics.svg. --set resume=true continues from OUT.\n";
 
 int cmd_train(const Args& a) {
-  if (a.help) return std::fputs(kTrainHelp, stdout), 0;
+  if (a.help) {
+    std::fputs(kTrainHelp, stdout);
+    for (const auto& [k, d] : config_key_docs()) std::printf("  %s: %s\n", k.c_str(), d.c_str());
+    return 0;
+  }
   TrainConfig c = config_from(a);
-  if (a.opts.count("print-config")) return std::printf("%s\n", config_to_json(c).dump(2).c_str()), 0;
+  if (a.opts.count("print-config")) {  // the config (loadable as is: "_keys" is a comment) with the key docs
+    nlohmann::json j = config_to_json(c), docs = nlohmann::json::object();
+    for (const auto& [k, d] : config_key_docs()) docs[k] = d;
+    j["_keys"] = docs;
+    return std::printf("%s\n", j.dump(2).c_str()), 0;
+  }
+  if (a.opts.count("check")) {  // validate only: every unfilled or missing path, by key
+    const auto missing = uses_files(c) ? missing_paths(c) : std::vector<std::string>{};
+    for (const auto& m : missing) std::printf("missing: %s\n", m.c_str());
+    if (missing.empty()) validate_config(c), std::printf("config ok\n");
+    return missing.empty() ? 0 : 1;
+  }
   auto s = make_session(c);
   int64_t trainable = 0;
   for (auto& [n, p] : s->trainable) trainable += p.numel();
@@ -76,7 +92,8 @@ int cmd_train(const Args& a) {
               100.0 * double(trainable) / double(s->net().num_parameters()));
   RunSummary r = train(*s);
   std::printf("done: %lld steps in %.1f s, last loss %.4f\n", (long long)r.steps, r.seconds, r.last_loss);
-  for (auto& [k, v] : r.metrics) std::printf("  eval %s: %.2f%%\n", k.c_str(), 100 * v);
+  for (auto& [k, v] : r.metrics)
+    std::printf("  eval %s: %.2f%s\n", k.c_str(), 100 * v, k == "caption.cider_d" ? " (x100)" : "%");
   std::printf("throughput: %.0f tokens/s (encoder + decoder), %.1f samples/s; peak memory %.1f MiB (max RSS)\n",
               r.tokens_per_s, r.samples_per_s, double(r.peak_rss_bytes) / (1 << 20));
   std::printf("model FLOP/s %.4f TFLOP/s, MFU %.6f%% of %.0f TFLOP/s; formula: %s\n", r.model_tflops, 100 * r.mfu,

@@ -190,3 +190,27 @@ TEST(TrainerFiles, MissingPathsAreListedByKey) {
   }
   EXPECT_THROW(validate_config(parse_config({{"tasks", "vqa,count"}}, "r")), Error);  // mixed task kinds
 }
+
+// The real T5 tokenizer (assets): ids, </s> / <pad>, and a tiny model trains and decodes through it.
+TEST(TrainerFiles, T5TokenizerFromTheAssets) {
+  const std::string assets = test::assets_dir();
+  if (assets.empty() || !fs::exists(assets + "/tokenizers/t5/tokenizer.json"))
+    GTEST_SKIP() << "no assets (tokenizers/t5/tokenizer.json): set VLP_ASSETS or provide ../shared/assets";
+  const std::string out = test::temp_dir("trainer_files_t5tok").string();
+  std::vector<std::string> sets = tiny_sets(out);
+  sets.insert(sets.end(), {"tokenizer=" + assets + "/tokenizers/t5/tokenizer.json", "tasks=vqa", "steps=3",
+                           "eval_limit=4"});
+  auto s = make_session(parse_config(nlohmann::json::object(), "test", sets));
+  const TextCodec& k = s->files->codec;
+  EXPECT_FALSE(k.words);
+  EXPECT_EQ(k.eos, 1);  // T5: <pad> 0, </s> 1
+  EXPECT_EQ(k.pad, 0);
+  EXPECT_GE(k.size, 32100);
+  const auto ids = k.encode("vqa: what color is the circle?", 20);
+  EXPECT_EQ(ids.back(), 1);
+  EXPECT_EQ(k.decode(ids), "vqa: what color is the circle?");
+  EXPECT_EQ(s->model->vocab_size(), k.size);
+  train(*s);
+  auto m = evaluate(*s);
+  EXPECT_TRUE(m.count("vqa.accuracy"));
+}

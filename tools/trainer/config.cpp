@@ -91,6 +91,51 @@ void apply(TrainConfig& c, const std::string& key, const nlohmann::json& v, cons
 
 }  // namespace
 
+const std::vector<std::pair<std::string, std::string>>& config_key_docs() {
+  static const std::vector<std::pair<std::string, std::string>> d = {
+      {"backbone", "t5 | bart | gpt2 (gpt2 with model_kind gpt2_prefix)"},
+      {"model_kind", "seq2seq (VL-T5/VL-BART, any task) | gpt2_prefix (caption) | encoder_classifier (vqa)"},
+      {"model_dir", "transformers checkpoint directory (config.json + model.safetensors); empty: a tiny model "
+                    "of d_model, layers, heads, d_ff"},
+      {"vocab_extra_rows", "rows appended to the embedding (VL-BART: 200), N(0, 0.02)"},
+      {"d_model, layers, heads, d_ff, dropout", "tiny model sizes (ignored with model_dir)"},
+      {"image_size, patch", "image files: resized to image_size, cut into patch x patch linear features"},
+      {"tasks", "comma list: synthetic in-memory tasks (count, color, shape, what_color, color_shape) or the "
+                "file-backed vqa, gqa, nlvr2, caption"},
+      {"train_examples, eval_examples, data_seed", "synthetic tasks only: examples per task and seed"},
+      {"data_dir", "root laid out as `vlpeft make-data` writes it; defaults every file key below"},
+      {"features_dir", "referenced as {features_dir} in other keys"},
+      {"{vqa,gqa,nlvr2,caption}_{train,val,test}",
+       "comma lists of files. vqa: VL-T5 karpathy_*.json or official v2_OpenEnded_*_questions.json (annotations "
+       "found beside them); gqa: VL-T5 lists or questions1.2/*_questions.json; nlvr2: official JSON lines or "
+       "VL-T5 lists; caption: dataset_coco.json@split+split or a COCO-format captions json"},
+      {"vqa_official", "official questions files whose annotations give Karpathy splits the ten human answers "
+                       "(official VQA accuracy)"},
+      {"answer_vocab", "trainval_ans2label.json: VQA labels outside it are dropped; the encoder_classifier's answers"},
+      {"coco_images, gqa_images, nlvr2_images", "directory of image files, or a feature directory (index.json "
+                                                "+ shards from vlpeft extract-features)"},
+      {"tokenizer", "words (default without model_dir: a word vocabulary of the training texts), a spiece.model, "
+                    "tokenizer.json, vocab.json,merges.txt, or a directory holding one (default: model_dir)"},
+      {"peft_recipe", "VL-Adapter recipe: full, adapter_single, adapter_multiple, adapter_half_shared, hyperformer, "
+                      "compacter_single, compacter_multiple, lora_single, lora_multiple, prompt_single, prompt_multiple"},
+      {"peft_type, peft_json", "a PEFT method by type with its config fields"},
+      {"peft_config", "an adapter_config.json"},
+      {"freeze_backbone", "without PEFT: train the visual projection only"},
+      {"task_prefix, gqa_prefix_compat", "\"vqa: \" style prefixes; \"gpa: \" as the original code"},
+      {"batch_size, multitask_batch_base", "batch size per task, or per-task sizes from B0 (BART 500, T5 300)"},
+      {"steps, epochs, grad_accum", "optimizer steps (epochs > 0: computed from the epoch size)"},
+      {"lr, weight_decay, warmup_ratio, warmup_steps, clip_norm, adam_eps, seed", "AdamW, linear schedule"},
+      {"max_text_length, max_target_length", "input / target truncation in tokens"},
+      {"gen_max_length, caption_beams, max_new_tokens", "generation: VQA/GQA greedy, captions beam search "
+                                                         "(max_new_tokens: synthetic tasks)"},
+      {"eval_split, eval_limit, eval_every", "split evaluated (train | val | test), examples cap, period in steps"},
+      {"init_from, out_dir, resume, save_every, log_every", "checkpoints and logs"},
+      {"workers, threads, progress, peak_tflops", "data-loader threads, OpenMP threads, progress line, MFU peak"},
+      {"_anything", "keys starting with _ are comments and ignored"},
+  };
+  return d;
+}
+
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::string cur;

@@ -87,5 +87,7 @@ void validate_config(const TrainConfig& c);
 // True when the tasks are the file-backed ones (vqa, gqa, nlvr2, caption), false for the synthetic ones.
 bool uses_files(const TrainConfig& c);
 std::vector<std::string> split_list(const std::string& s);
+// One line per key (or group of keys): what it means. `vlpeft train --help` and --print-config show it.
+const std::vector<std::pair<std::string, std::string>>& config_key_docs();
 
 }  // namespace vlp::trainer

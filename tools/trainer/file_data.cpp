@@ -152,8 +152,11 @@ std::vector<std::string> missing_paths(const TrainConfig& c) {
   check("vqa_official", c.vqa_official);
   check("answer_vocab", c.model_kind == "encoder_classifier" ? answer_vocab_path(c) : c.answer_vocab);
   check("model_dir", c.model_dir);
-  if (c.tokenizer.find(',') != std::string::npos || !c.tokenizer.empty()) check("tokenizer", c.tokenizer);
-  return out;
+  if (!c.tokenizer.empty()) check("tokenizer", c.tokenizer);
+  std::vector<std::string> unique;  // one line per problem (coco_images serves two tasks)
+  for (const std::string& m : out)
+    if (std::find(unique.begin(), unique.end(), m) == unique.end()) unique.push_back(m);
+  return unique;
 }
 
 // ---- text ------------------------------------------------------------------------------------------
