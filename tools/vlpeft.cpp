@@ -130,6 +130,8 @@ int cmd_generate(const Args& a) {
     return std::fputs("usage: vlpeft generate --checkpoint PATH [--config FILE] [--n N] [--beams K] [--set key=value]...\n"
                       "Prints N eval questions per task with the reference answer and the generated one.\n", stdout), 0;
   auto s = session_with_checkpoint(a);
+  VLP_CHECK(!s->files, "generate: synthetic tasks only; for the file-backed tasks `vlpeft eval` writes every prediction "
+            "under OUT/predictions");
   const int64_t n = a.opts.count("n") ? std::stoll(a.opts.at("n")) : 5;
   GenerationOptions opt;
   opt.max_new_tokens = s->cfg.max_new_tokens;

@@ -102,7 +102,9 @@ const std::vector<std::pair<std::string, std::string>>& config_key_docs() {
       {"image_size, patch", "image files: resized to image_size, cut into patch x patch linear features"},
       {"tasks", "comma list: synthetic in-memory tasks (count, color, shape, what_color, color_shape) or the "
                 "file-backed vqa, gqa, nlvr2, caption"},
-      {"train_examples, eval_examples, data_seed", "synthetic tasks only: examples per task and seed"},
+      {"train_examples, eval_examples", "synthetic tasks only: examples per task"},
+      {"data_seed", "synthetic tasks: their seed; file tasks: the loader's shuffling / sampling seed when non-zero "
+                    "(else seed)"},
       {"data_dir", "root laid out as `vlpeft make-data` writes it; defaults every file key below"},
       {"features_dir", "referenced as {features_dir} in other keys"},
       {"{vqa,gqa,nlvr2,caption}_{train,val,test}",
