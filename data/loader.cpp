@@ -2,11 +2,14 @@
 // worker pool (see loader.h for the guarantees).
 #include "data/loader.h"
 
+#include "runtime/device_copy.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 
 #include "data/sampling.h"
+#include "runtime/device_copy.h"
 #include "runtime/error.h"
 
 namespace vlp::data {
@@ -216,6 +219,9 @@ LoadedBatch MultiTaskLoader::build(int64_t index) const {
   LoadedBatch lb;
   lb.batch = batch_from_plan(plan_, epoch_, index);
   if (builder_) lb.tensors = builder_(lb.batch);
+  if (options_.pin_memory)
+    for (auto& [name, t] : lb.tensors)
+      if (t.defined() && t.device().is_cpu()) t = pin_memory(t);
   return lb;
 }
 

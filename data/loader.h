@@ -12,8 +12,9 @@
 // thread-safe) behind a bounded prefetch queue. Exceptions in a worker reach the consumer with their
 // message; stopping early or destroying the loader never hangs.
 //
-// Not done yet: pinned (page-locked) host buffers for CUDA uploads; a builder can allocate them itself
-// once the CUDA allocator offers them.
+// With pin_memory the builder's tensors are moved into page-locked host memory on the worker thread, so the
+// trainer's upload to the GPU skips the pageable staging copy (runtime/device_copy.h pin_memory; without a
+// GPU they stay in ordinary memory).
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -102,6 +103,7 @@ struct LoaderOptions {
   bool sample_targets = true;     // VQA: sample the target; false: take the best-scored answer
   int workers = 0;                // background threads; 0 builds on the consumer's thread
   int prefetch = 4;               // most batches built ahead of the consumer (per loader)
+  bool pin_memory = false;        // builder tensors into page-locked host memory (when a GPU is present)
 };
 
 // Where the loader stands: the next batch to be delivered is batch `index` of epoch `epoch`.

@@ -151,7 +151,9 @@ Tensor BartStack::decode(const Tensor& ids, const Tensor& embeds, const Tensor& 
   VLP_CHECK(is_decoder, "BartStack::decode called on the encoder");
   VLP_CHECK(encoder.defined(), "BART decoder: needs the encoder output");
   const int64_t past = cache ? cache->past_length() : 0;
-  Tensor hidden = embed(ids, embeds, past);
+  // Prefix-tuning keys count as past positions (transformers gives the tokens positions after a prefilled cache).
+  const int64_t prefix = blocks.empty() ? 0 : blocks[0]->self_attn.attn_site.prefix_length();
+  Tensor hidden = embed(ids, embeds, prefix + past);
   Tensor mask = mask_in;
   if (!input_site.adapters.empty() && past == 0) {
     if (!mask.defined()) mask = ones({hidden.size(0), hidden.size(1)}, DType::I64, hidden.device());

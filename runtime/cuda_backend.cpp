@@ -73,9 +73,13 @@ void host_to_device(const Tensor& dst, const Tensor& src, const Shape& sstrides)
     cuda::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     return;
   }
-  Tensor host = empty(dst.shape(), dst.dtype(), Device::cpu());
-  cpu::copy_strided(int(host.dtype()), host.data_ptr(), host.strides().data(), int(src.dtype()), src.data_ptr(),
-                    sstrides.data(), dst.shape());
+  // A pinned source already laid out as dst is uploaded as it is: no pageable staging copy.
+  const bool src_ready = is_pinned(src) && src.dtype() == dst.dtype() && src.shape() == dst.shape() &&
+                         sstrides == contiguous_strides(dst.shape());
+  Tensor host = src_ready ? src : empty(dst.shape(), dst.dtype(), Device::cpu());
+  if (!src_ready)
+    cpu::copy_strided(int(host.dtype()), host.data_ptr(), host.strides().data(), int(src.dtype()), src.data_ptr(),
+                      sstrides.data(), dst.shape());
   const size_t nbytes = size_t(host.numel()) * host.element_size();
   if (dst.is_contiguous()) {
     cuda::check(cudaMemcpyAsync(dst.data_ptr(), host.data_ptr(), nbytes, cudaMemcpyHostToDevice, stream), "upload");
@@ -189,6 +193,27 @@ CudaMemoryStats cuda_memory_stats(int index) {
 void cuda_reset_peak_memory(int index) {
   require_device(Device::cuda(index));
   cuda::reset_peak_stats(index);
+}
+
+Tensor pin_memory(const Tensor& t) {
+  VLP_CHECK(t.device().is_cpu(), "pin_memory: the tensor is on ", t.device(), "; only host tensors can be pinned");
+  const size_t nbytes = size_t(t.numel()) * t.element_size();
+  std::shared_ptr<Storage> storage;
+  if (cuda_available()) {
+    void* p = cuda::pinned_alloc(nbytes);
+    storage = wrap_storage(p, nbytes, Device::cpu(), std::shared_ptr<void>(p, [](void* q) {
+                             try {
+                               cuda::pinned_free(q);
+                             } catch (...) {  // at exit the context may be gone
+                             }
+                           }));
+    storage->pinned = true;
+  } else {
+    storage = allocate_storage(nbytes, Device::cpu());
+  }
+  Tensor out(storage, t.shape(), contiguous_strides(t.shape()), 0, t.dtype());
+  copy_(out, t);
+  return out;
 }
 
 }  // namespace vlp

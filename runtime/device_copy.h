@@ -34,4 +34,12 @@ struct CudaMemoryStats {
 CudaMemoryStats cuda_memory_stats(int index = 0);
 void cuda_reset_peak_memory(int index = 0);
 
+// A contiguous CPU copy of t in page-locked (pinned) host memory, which the GPU reads directly: an upload
+// from it skips the pageable staging copy. Without a usable GPU (or in a CPU-only build) pinning is
+// impossible and this returns an ordinary contiguous CPU copy, so data pipelines can ask for pinned
+// batches unconditionally. The data loader does this with LoaderOptions::pin_memory.
+Tensor pin_memory(const Tensor& t);
+// True when t's storage is page-locked host memory.
+bool is_pinned(const Tensor& t);
+
 }  // namespace vlp

@@ -53,6 +53,8 @@ struct Storage {
   // Bumped by every in-place write through the runtime, so autograd can tell when a tensor it saved
   // for backward was modified afterwards.
   uint64_t version = 0;
+  // Host memory that is page-locked for fast, truly asynchronous uploads to a GPU (pin_memory()).
+  bool pinned = false;
 };
 
 std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device);

@@ -2,18 +2,25 @@
 //   vlpeft [demo]            pretrain a tiny VL model, adapt it with each PEFT method, print a table
 //   vlpeft train             train from a config (JSON) with --set key=value overrides
 //   vlpeft eval              evaluate a training checkpoint
-//   vlpeft generate          print questions, answers and generated predictions
+//   vlpeft generate          answer a question about an image file, or print eval questions with answers
 //   vlpeft params            parameter counts of a transformers config (configs/hf/*.json) or a train config
 //   vlpeft make-data         write the synthetic VL benchmark in the official file formats (data/synthetic.h)
-//   vlpeft extract-features  (not yet: see --help)
+//   vlpeft extract-features  run a frozen ViT / CLIP tower over images into feature shards (models/features.h)
+// Every command takes --help. Usage errors (unknown command, unknown option, missing value or required option)
+// exit 2; failures while running exit 1.
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "data/synthetic.h"
-#include "models/config.h"
+#include "models/param_count.h"
 #include "runtime/error.h"
+#include "tools/trainer/cli_features.h"
+#include "tools/trainer/cli_generate.h"
+#include "tools/trainer/cli_params.h"
 #include "tools/trainer/demo.h"
 #include "tools/trainer/trainer.h"
 
@@ -22,63 +29,193 @@ using namespace vlp::trainer;
 
 namespace {
 
+// A command-line mistake: exit 2. with_usage: follow the message with the command list (unknown command).
+struct UsageError : std::runtime_error {
+  explicit UsageError(const std::string& m, bool list = false) : std::runtime_error(m), with_usage(list) {}
+  bool with_usage;
+};
+
+struct Flag {
+  const char* name;  // without "--"
+  const char* arg;   // value placeholder; nullptr = a switch
+  const char* help;
+};
+
+struct Command {
+  const char* name;
+  const char* summary;  // one line for the command list
+  const char* usage;    // after "usage: "
+  const char* about;
+  std::vector<Flag> flags;
+  bool positional = false;  // takes positional arguments
+};
+
+const Flag kConfig{"config", "FILE", "a training config (JSON); keys as printed by `vlpeft train --print-config`"};
+const Flag kSet{"set", "KEY=VALUE", "override one config key (repeatable)"};
+const Flag kCheckpoint{"checkpoint", "PATH", "a training checkpoint, e.g. OUT/last.safetensors (its config is used "
+                                             "unless --config is given)"};
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> c = {
+      {"demo", "pretrain a tiny VL model, adapt it with each PEFT method, print a table", "vlpeft [demo] [options]",
+       "Pretrains a tiny VL encoder-decoder on synthetic tasks, adapts it to held-out tasks with full\n"
+       "fine-tuning and each PEFT method, and prints a table.",
+       {{"pretrain-steps", "N", "pretraining steps (default 1000)"},
+        {"adapt-steps", "N", "adaptation steps per method (default 300)"},
+        {"out", "DIR", "where checkpoints go (default vlpeft_demo)"},
+        {"only", "METHOD,...", "run only these methods (names as in the table)"}}},
+      {"train", "train from a config (JSON) with --set overrides", "vlpeft train [--config FILE] [--set KEY=VALUE]...",
+       "Trains a VL model (VL-T5 / VL-BART, GPT-2 prefix, encoder classifier) on the synthetic tasks or on the\n"
+       "VQAv2 / GQA / NLVR2 / COCO files (README: Training on real data; configs/ has the recipes).\n"
+       "Checkpoints: OUT/last.safetensors, OUT/last.prev.safetensors, OUT/best.safetensors; log\n"
+       "OUT/metrics.jsonl, plot OUT/metrics.svg. --set resume=true continues from OUT.",
+       {kConfig, kSet, {"print-config", nullptr, "print every config key with its value (and, under _keys, what it means) and exit"},
+        {"check", nullptr, "only list the paths the config misses or leaves unfilled, by key (exit 1 when any)"}}},
+      {"eval", "score a training checkpoint per task", "vlpeft eval --checkpoint PATH [--split NAME] [--config FILE] [--set KEY=VALUE]...",
+       "Each task's metric on a split: VQA accuracy (official, legacy) and soft score, GQA accuracy, NLVR2\n"
+       "accuracy and consistency, CIDEr-D, BLEU-4, ROUGE-L (synthetic tasks: exact match). Predictions go to\n"
+       "OUT/predictions in the official result formats.",
+       {kCheckpoint, {"split", "NAME", "train, val or test (default: the config's eval_split)"}, kConfig, kSet}},
+      {"generate", "answer a question about an image file, or show eval answers", "vlpeft generate --checkpoint PATH --image FILE [--question TEXT] [options]\n"
+                   "       vlpeft generate --checkpoint PATH [--n N] [options]",
+       "With --image: answers the question about the image file (or captions it, for a checkpoint with a\n"
+       "captioning task). The image is fed as in training (resized to the config's image_size, patch\n"
+       "features); the question is tokenised with the checkpoint's vocabulary. Without --image: prints N eval\n"
+       "questions per task with the reference answer and the generated one.",
+       {kCheckpoint, {"image", "FILE", "a JPEG or PNG image"},
+        {"question", "TEXT", "the question (e.g. \"how many objects ?\")"},
+        {"task", "NAME", "the task to answer as (default: from the question)"},
+        {"n", "N", "without --image: examples per task (default 5)"},
+        {"beams", "K", "beam search with K beams (default greedy)"},
+        {"max-new-tokens", "N", "generation length (default: the config's max_new_tokens)"},
+        kConfig, kSet}},
+      {"params", "parameter counts of HF configs or of a training config", "vlpeft params HF_CONFIG.json...\n       vlpeft params --config TRAIN.json [--set KEY=VALUE]...",
+       "HF configs (gpt2, t5, bart, vit, clip; e.g. configs/hf/*.json): parameters as transformers'\n"
+       "num_parameters() of the class the checkpoint is (tied weights once, buffers excluded; CLIP: the vision\n"
+       "tower with projection, CLIPVisionModelWithProjection). A training config: the trainer model's\n"
+       "parameters (backbone, visual embedding, PEFT modules) and the trainable count and percentage.",
+       {kConfig, kSet}, true},
+      {"make-data", "write the synthetic VL benchmark in the official formats", "vlpeft make-data --out DIR [--seed N] [--image-size PX]",
+       "Writes the synthetic VL benchmark (COCO captions, VQAv2, GQA, NLVR2 in their official file\n"
+       "formats) under DIR; see data/synthetic.h.",
+       {{"out", "DIR", "output directory (required)"}, {"seed", "N", "seed (default 0)"},
+        {"image-size", "PX", "square image size (default 32)"}}},
+      {"extract-features", "frozen ViT / CLIP features of images into shards", "vlpeft extract-features --model DIR --images PATH --out DIR [options]",
+       "Runs a frozen ViT or CLIP vision tower over images and writes their features as safetensors shards\n"
+       "(OUT/features-NNNNN.safetensors, one tensor per image id, and OUT/index.json) that the data side\n"
+       "reads by image id (data/feature_shards.h). Resumes by default: finished shards are skipped.\n"
+       "--images is a directory (every .jpg/.jpeg/.png under it; id = file stem), a list file (PATH or\n"
+       "ID<tab>PATH per line), or a dataset file with --dataset KIND and --image-root DIR (the images its\n"
+       "records name, found by id among the files under DIR).",
+       {{"model", "DIR", "transformers ViT or CLIP checkpoint directory (config.json + model.safetensors)"},
+        {"images", "PATH", "directory, list file or dataset file"},
+        {"dataset", "KIND", "vqa, vqa-karpathy, gqa, gqa-vlt5, nlvr2, nlvr2-vlt5, coco-karpathy, coco-captions"},
+        {"image-root", "DIR", "with --dataset: the directory holding the images"},
+        {"out", "DIR", "output directory"},
+        {"mode", "MODE", "grid (default), pooled, patches, or projected (CLIP)"},
+        {"grid", "N", "grid mode: patch grid max-pooled to N x N (default 7)"},
+        {"batch", "N", "images per forward (default 16)"},
+        {"shard-size", "N", "images per shard file (default 1024)"},
+        {"dtype", "TYPE", "stored dtype: f32 (default), f16, bf16"},
+        {"transform", "NAME", "auto (default: by the tower), vit, clip, vladapter-clip"},
+        {"no-resume", nullptr, "remove earlier features in OUT first"},
+        {"quiet", nullptr, "no progress on stderr"}}},
+  };
+  return c;
+}
+
+const Command& command(const std::string& name) {
+  for (const Command& c : commands())
+    if (name == c.name) return c;
+  throw UsageError("unknown command '" + name + "'", true);
+}
+
+std::string help_of(const Command& c) {
+  std::string s = std::string("usage: ") + c.usage + "\n" + c.about + "\noptions:\n";
+  for (const Flag& f : c.flags) {
+    std::string left = std::string("  --") + f.name + (f.arg ? std::string(" ") + f.arg : "");
+    if (left.size() < 26) left.resize(26, ' ');
+    else left += "  ";
+    s += left + f.help + "\n";
+  }
+  s += "  --help, -h              print this help\n";
+  return s;
+}
+
 struct Args {
   std::vector<std::string> positional, sets;
   std::map<std::string, std::string> opts;
   bool help = false;
+  bool has(const char* k) const { return opts.count(k) > 0; }
+  std::string get(const char* k, const std::string& fallback = "") const {
+    auto it = opts.find(k);
+    return it == opts.end() ? fallback : it->second;
+  }
+  int64_t integer(const char* k, int64_t fallback) const {
+    if (!has(k)) return fallback;
+    try {
+      size_t used = 0;
+      const int64_t v = std::stoll(opts.at(k), &used);
+      if (used == opts.at(k).size()) return v;
+    } catch (const std::exception&) {
+    }
+    throw UsageError("--" + std::string(k) + " expects an integer, got '" + opts.at(k) + "'");
+  }
+  std::string required(const Command& c, const char* k) const {
+    if (!has(k)) throw UsageError(std::string(c.name) + ": --" + k + " is required");
+    return opts.at(k);
+  }
 };
 
-Args parse_args(int argc, char** argv, int first) {
+Args parse_args(const Command& c, int argc, char** argv, int first) {
   Args a;
   for (int i = first; i < argc; ++i) {
-    std::string s = argv[i];
+    const std::string s = argv[i];
     if (s == "--help" || s == "-h") {
       a.help = true;
-    } else if (s == "--set") {
-      VLP_CHECK(i + 1 < argc, "--set needs key=value");
-      a.sets.push_back(argv[++i]);
-    } else if (s.rfind("--", 0) == 0) {
-      const size_t eq = s.find('=');
-      if (eq != std::string::npos) {
-        a.opts[s.substr(2, eq - 2)] = s.substr(eq + 1);
-      } else {
-        VLP_CHECK(i + 1 < argc, "option ", s, " needs a value");
-        a.opts[s.substr(2)] = argv[++i];
-      }
-    } else {
-      a.positional.push_back(s);
+      continue;
     }
+    if (s.rfind("-", 0) != 0 || s == "-") {
+      if (!c.positional) throw UsageError(std::string(c.name) + ": unexpected argument '" + s + "'");
+      a.positional.push_back(s);
+      continue;
+    }
+    const size_t eq = s.find('=');
+    const std::string name = s.rfind("--", 0) == 0 ? s.substr(2, eq == std::string::npos ? std::string::npos : eq - 2) : s;
+    const Flag* flag = nullptr;
+    for (const Flag& f : c.flags)
+      if (name == f.name) flag = &f;
+    if (!flag) throw UsageError(std::string(c.name) + ": unknown option '" + s + "' (see vlpeft " + c.name + " --help)");
+    std::string value;
+    if (!flag->arg) {
+      if (eq != std::string::npos) throw UsageError(std::string(c.name) + ": --" + name + " takes no value");
+      value = "1";
+    } else if (eq != std::string::npos) {
+      value = s.substr(eq + 1);
+    } else {
+      if (i + 1 >= argc) throw UsageError(std::string(c.name) + ": --" + name + " needs a value " + flag->arg);
+      value = argv[++i];
+    }
+    if (name == "set") a.sets.push_back(value);
+    else a.opts[name] = value;
   }
   return a;
 }
 
 TrainConfig config_from(const Args& a) {
-  auto it = a.opts.find("config");
-  if (it != a.opts.end()) return load_config(it->second, a.sets);
+  if (a.has("config")) return load_config(a.get("config"), a.sets);
   return parse_config(nlohmann::json::object(), "defaults", a.sets);
 }
 
-const char* kTrainHelp =
-    "usage: vlpeft train [--config FILE] [--set key=value]...\n"
-    "Trains a VL model (VL-T5 / VL-BART, GPT-2 prefix, encoder classifier) on synthetic tasks or on the\n"
-    "VQAv2 / GQA / NLVR2 / COCO files (README: Training on real data). Keys (with defaults) are printed by\n"
-    "`vlpeft train --print-config 1`; `--check 1` only reports missing paths. Checkpoints: OUT/last.safetensors, OUT/last.prev.safetensors,\n"
-    "OUT/best.safetensors; log OUT/metrics.jsonl, plot OUT/metrics.svg. --set resume=true continues from OUT.\n";
-
-int cmd_train(const Args& a) {
-  if (a.help) {
-    std::fputs(kTrainHelp, stdout);
-    for (const auto& [k, d] : config_key_docs()) std::printf("  %s: %s\n", k.c_str(), d.c_str());
-    return 0;
-  }
+int cmd_train(const Command&, const Args& a) {
   TrainConfig c = config_from(a);
-  if (a.opts.count("print-config")) {  // the config (loadable as is: "_keys" is a comment) with the key docs
+  if (a.has("print-config")) {  // loadable as is: "_keys" is a comment
     nlohmann::json j = config_to_json(c), docs = nlohmann::json::object();
     for (const auto& [k, d] : config_key_docs()) docs[k] = d;
     j["_keys"] = docs;
     return std::printf("%s\n", j.dump(2).c_str()), 0;
   }
-  if (a.opts.count("check")) {  // validate only: every unfilled or missing path, by key
+  if (a.has("check")) {
     const auto missing = uses_files(c) ? missing_paths(c) : std::vector<std::string>{};
     for (const auto& m : missing) std::printf("missing: %s\n", m.c_str());
     if (missing.empty()) validate_config(c), std::printf("config ok\n");
@@ -101,41 +238,51 @@ int cmd_train(const Args& a) {
   return 0;
 }
 
-std::unique_ptr<Session> session_with_checkpoint(const Args& a) {
-  auto it = a.opts.find("checkpoint");
-  VLP_CHECK(it != a.opts.end(), "--checkpoint PATH is required (a training checkpoint, e.g. OUT/last.safetensors)");
-  // Without --config: the config the checkpoint was trained with (metadata), --set overrides applied.
-  std::vector<std::string> sets = a.sets;
-  if (a.opts.count("split")) sets.push_back("eval_split=" + a.opts.at("split"));
-  TrainConfig c = a.opts.count("config") ? load_config(a.opts.at("config"), sets) : config_of_checkpoint(it->second, sets);
-  auto s = make_session(c);
-  load_training_checkpoint(*s, it->second);
+// The session of a checkpoint: its own config (from its metadata) unless --config names one.
+std::unique_ptr<Session> session_with_checkpoint(const Command& c, const Args& a,
+                                                 std::vector<std::string> extra_sets = {}) {
+  const std::string path = a.required(c, "checkpoint");
+  std::vector<std::string> sets = extra_sets;
+  sets.insert(sets.end(), a.sets.begin(), a.sets.end());
+  if (a.has("split")) sets.push_back("eval_split=" + a.get("split"));
+  TrainConfig cfg = a.has("config") ? load_config(a.get("config"), sets) : checkpoint_config(path, sets);
+  auto s = make_session(cfg);
+  load_training_checkpoint(*s, path);
   return s;
 }
 
-int cmd_eval(const Args& a) {
-  if (a.help)
-    return std::fputs("usage: vlpeft eval --checkpoint PATH [--split train|val|test] [--config FILE] [--set key=value]...\n"
-                      "Scores the checkpoint on a split with each task's metric (VQA accuracy, GQA / NLVR2 accuracy,\n"
-                      "CIDEr-D, BLEU-4, ROUGE-L; synthetic tasks: exact match) and writes the predictions under\n"
-                      "OUT/predictions. The config defaults to the one stored in the checkpoint.\n", stdout), 0;
-  auto s = session_with_checkpoint(a);
+int cmd_eval(const Command& c, const Args& a) {
+  auto s = session_with_checkpoint(c, a);
   for (auto& [k, v] : evaluate(*s, -1, true))
     std::printf("%s: %.2f%s\n", k.c_str(), 100 * v, k == "caption.cider_d" ? " (x100)" : "%");
   return 0;
 }
 
-int cmd_generate(const Args& a) {
-  if (a.help)
-    return std::fputs("usage: vlpeft generate --checkpoint PATH [--config FILE] [--n N] [--beams K] [--set key=value]...\n"
-                      "Prints N eval questions per task with the reference answer and the generated one.\n", stdout), 0;
-  auto s = session_with_checkpoint(a);
-  VLP_CHECK(!s->files, "generate: synthetic tasks only; for the file-backed tasks `vlpeft eval` writes every prediction "
-            "under OUT/predictions");
-  const int64_t n = a.opts.count("n") ? std::stoll(a.opts.at("n")) : 5;
+int cmd_generate(const Command& c, const Args& a) {
   GenerationOptions opt;
-  opt.max_new_tokens = s->cfg.max_new_tokens;
-  if (a.opts.count("beams")) opt.num_beams = std::stoll(a.opts.at("beams"));
+  opt.num_beams = a.integer("beams", 1);
+  opt.max_new_tokens = a.integer("max-new-tokens", -1);
+  if (a.has("image")) {
+    for (const char* k : {"n"})
+      if (a.has(k)) throw UsageError(std::string("generate: --") + k + " goes without --image");
+    // One image: the training data the session would build is not needed.
+    auto s = session_with_checkpoint(c, a, {"train_examples=1", "eval_examples=1"});
+    VLP_CHECK(!s->files, "generate: synthetic-task checkpoints only; `vlpeft eval` writes the predictions of file-backed tasks");
+    ImageAnswer r = answer_about_image(*s, a.get("image"), a.get("question"), a.get("task"), opt);
+    if (!r.unknown_words.empty()) {
+      std::string w;
+      for (const auto& u : r.unknown_words) w += (w.empty() ? "'" : ", '") + u + "'";
+      std::fprintf(stderr, "warning: words outside the checkpoint's vocabulary (read as <unk>): %s\n", w.c_str());
+    }
+    std::printf("[%s] %s\n", r.task.c_str(), r.answer.c_str());
+    return 0;
+  }
+  for (const char* k : {"question", "task"})
+    if (a.has(k)) throw UsageError(std::string("generate: --") + k + " needs --image FILE");
+  auto s = session_with_checkpoint(c, a);
+  VLP_CHECK(!s->files, "generate: synthetic-task checkpoints only; `vlpeft eval` writes the predictions of file-backed tasks");
+  const int64_t n = a.integer("n", 5);
+  if (opt.max_new_tokens <= 0) opt.max_new_tokens = s->cfg.max_new_tokens;
   for (size_t t = 0; t < s->tasks.size(); ++t) {
     for (int64_t i = 0; i < std::min<int64_t>(n, int64_t(s->eval_data[t].size())); ++i) {
       const VLExample& e = s->eval_data[t][size_t(i)];
@@ -153,65 +300,73 @@ int cmd_generate(const Args& a) {
   return 0;
 }
 
-int cmd_params(const Args& a) {
-  if (a.help || (a.positional.empty() && !a.opts.count("config")))
-    return std::fputs("usage: vlpeft params HF_CONFIG.json...   (gpt2 / t5 / bart transformers configs, e.g. configs/hf/*.json)\n"
-                      "       vlpeft params --config TRAIN.json [--set key=value]...  (the trainer's model, with PEFT)\n"
-                      "Counts as transformers' model.num_parameters() (tied weights once, buffers excluded).\n",
-                      stdout), a.help ? 0 : 2;
+int cmd_params(const Command& c, const Args& a) {
+  if (a.positional.empty() && !a.has("config") && a.sets.empty())
+    throw UsageError("params: name an HF config file or --config TRAIN.json");
+  int rc = 0;
   for (const std::string& path : a.positional) {
-    const std::string type = read_model_type(path);
-    int64_t n = -1;
-    if (type == "gpt2") n = num_parameters(read_gpt2_config(path));
-    else if (type == "t5") n = num_parameters(read_t5_config(path));
-    else if (type == "bart") n = num_parameters(read_bart_config(path));
-    if (n < 0) std::printf("%s: model_type '%s' not counted (gpt2, t5, bart)\n", path.c_str(), type.c_str());
-    else std::printf("%s: %s %lld parameters\n", path.c_str(), type.c_str(), (long long)n);
+    try {
+      HfParamCount n = count_hf_parameters(path);
+      std::printf("%s: %s (%s) %lld parameters\n", path.c_str(), n.model_type.c_str(), n.counted_as.c_str(),
+                  (long long)n.parameters);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "vlpeft params: %s\n", e.what());
+      rc = 1;
+    }
   }
-  if (a.opts.count("config") || !a.sets.empty()) {
+  if (a.has("config") || !a.sets.empty()) {
     auto s = make_session(config_from(a));
-    int64_t trainable = 0;
-    for (auto& [n, p] : s->trainable) trainable += p.numel();
-    std::printf("trainer model: %lld parameters, %lld trainable (%.3f%%)\n", (long long)s->net().num_parameters(),
-                (long long)trainable, 100.0 * double(trainable) / double(s->net().num_parameters()));
+    std::fputs(format_trainer_params(*s, trainer_params(*s)).c_str(), stdout);
   }
-  return 0;
+  return rc;
 }
 
-int cmd_make_data(const Args& a) {
-  if (a.help || !a.opts.count("out"))
-    return std::fputs("usage: vlpeft make-data --out DIR [--seed N] [--image-size PX]\n"
-                      "Writes the synthetic VL benchmark (COCO captions, VQAv2, GQA, NLVR2 in their official\n"
-                      "file formats) under DIR; see data/synthetic.h.\n", stdout), a.help ? 0 : 2;
+int cmd_make_data(const Command& c, const Args& a) {
   data::SyntheticOptions o;
-  if (a.opts.count("seed")) o.seed = std::stoull(a.opts.at("seed"));
-  if (a.opts.count("image-size")) o.image_size = std::stoi(a.opts.at("image-size"));
-  data::SyntheticSummary s = data::make_synthetic_data(a.opts.at("out"), o);
+  const std::string out = a.required(c, "out");
+  o.seed = uint64_t(a.integer("seed", int64_t(o.seed)));
+  o.image_size = int(a.integer("image-size", o.image_size));
+  data::SyntheticSummary s = data::make_synthetic_data(out, o);
   std::printf("wrote %zu files under %s: %lld COCO images, %lld captions, %lld VQA questions, %lld GQA questions, "
               "%lld NLVR2 examples\n", s.files.size(), s.root.c_str(), (long long)s.coco_images, (long long)s.captions,
               (long long)s.vqa_questions, (long long)s.gqa_questions, (long long)s.nlvr2_examples);
   return 0;
 }
 
-int cmd_extract_features(const Args& a) {
-  std::fputs("usage: vlpeft extract-features (not implemented yet in the CLI)\n"
-             "The library side exists (models/features.h: extract_features with a frozen ViT / CLIP tower);\n"
-             "the trainer's demo uses linear patch features computed on the fly instead.\n", stdout);
-  return a.help ? 0 : 2;
+int cmd_extract_features(const Command& c, const Args& a) {
+  ExtractFeaturesArgs e;
+  e.model_dir = a.required(c, "model");
+  e.images = a.required(c, "images");
+  e.out_dir = a.required(c, "out");
+  e.dataset = a.get("dataset");
+  e.image_root = a.get("image-root");
+  e.mode = a.get("mode", e.mode);
+  e.grid = a.integer("grid", e.grid);
+  e.batch = a.integer("batch", e.batch);
+  e.shard_size = a.integer("shard-size", e.shard_size);
+  e.dtype = a.get("dtype", e.dtype);
+  e.transform = a.get("transform", e.transform);
+  e.resume = !a.has("no-resume");
+  if (!a.has("quiet"))
+    e.progress = [](int64_t done, int64_t total) {
+      std::fprintf(stderr, "\r%lld / %lld images", (long long)done, (long long)total);
+      if (done == total) std::fprintf(stderr, "\n");
+    };
+  ExtractionReport r = extract_features_command(e);
+  std::printf("%lld images in %lld shards under %s: %lld extracted now, %lld shards already there\n",
+              (long long)r.images, (long long)r.shards, e.out_dir.c_str(), (long long)r.images_extracted,
+              (long long)r.shards_skipped);
+  return 0;
 }
 
-int cmd_demo(const Args& a) {
-  if (a.help)
-    return std::fputs("usage: vlpeft [demo] [--pretrain-steps N] [--adapt-steps N] [--out DIR] [--only METHOD,...]\n"
-                      "Pretrains a tiny VL encoder-decoder on synthetic tasks, adapts it to held-out tasks with full\n"
-                      "fine-tuning and each PEFT method, and prints a table.\n", stdout), 0;
+int cmd_demo(const Command&, const Args& a) {
   DemoOptions o;
-  if (a.opts.count("pretrain-steps")) o.pretrain_steps = std::stoll(a.opts.at("pretrain-steps"));
-  if (a.opts.count("adapt-steps")) o.adapt_steps = std::stoll(a.opts.at("adapt-steps"));
-  if (a.opts.count("out")) o.out_dir = a.opts.at("out");
-  if (a.opts.count("only")) {  // method names contain spaces: split on commas only
+  o.pretrain_steps = a.integer("pretrain-steps", o.pretrain_steps);
+  o.adapt_steps = a.integer("adapt-steps", o.adapt_steps);
+  if (a.has("out")) o.out_dir = a.get("out");
+  if (a.has("only")) {  // method names contain spaces: split on commas only
     std::string cur;
-    for (char ch : a.opts.at("only") + ",") {
+    for (char ch : a.get("only") + ",") {
       if (ch != ',') { cur += ch; continue; }
       if (!cur.empty()) o.only.push_back(cur);
       cur.clear();
@@ -222,27 +377,35 @@ int cmd_demo(const Args& a) {
   return 0;
 }
 
-const char* kUsage =
-    "usage: vlpeft [command] [--help]\n"
-    "commands: demo (default), train, eval, generate, params, make-data, extract-features\n";
+std::string usage() {
+  std::string s = "usage: vlpeft [command] [options]   (vlpeft COMMAND --help for a command's options)\ncommands:\n";
+  for (const Command& c : commands()) {
+    std::string name = std::string("  ") + c.name;
+    name.resize(20, ' ');
+    s += name + c.summary + "\n";
+  }
+  return s;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  using Handler = int (*)(const Command&, const Args&);
+  static const std::map<std::string, Handler> handlers = {
+      {"demo", cmd_demo},         {"train", cmd_train},         {"eval", cmd_eval},
+      {"generate", cmd_generate}, {"params", cmd_params},       {"make-data", cmd_make_data},
+      {"extract-features", cmd_extract_features}};
+  const bool has_cmd = argc > 1 && argv[1][0] != '-';
+  const std::string name = has_cmd ? argv[1] : "demo";
   try {
-    const std::string cmd = argc > 1 ? argv[1] : "demo";
-    const bool has_cmd = argc > 1 && argv[1][0] != '-';
-    const Args a = parse_args(argc, argv, has_cmd ? 2 : 1);
-    if (!has_cmd && a.help) return std::fputs(kUsage, stdout), 0;
-    const std::string c = has_cmd ? cmd : "demo";
-    if (c == "demo") return cmd_demo(a);
-    if (c == "train") return cmd_train(a);
-    if (c == "eval") return cmd_eval(a);
-    if (c == "generate") return cmd_generate(a);
-    if (c == "params") return cmd_params(a);
-    if (c == "make-data") return cmd_make_data(a);
-    if (c == "extract-features") return cmd_extract_features(a);
-    std::fprintf(stderr, "vlpeft: unknown command '%s'\n%s", c.c_str(), kUsage);
+    if (!has_cmd && argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0))
+      return std::fputs(usage().c_str(), stdout), 0;
+    const Command& c = command(name);
+    const Args a = parse_args(c, argc, argv, has_cmd ? 2 : 1);
+    if (a.help) return std::fputs(help_of(c).c_str(), stdout), 0;
+    return handlers.at(name)(c, a);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "vlpeft: %s\n%s", e.what(), e.with_usage ? usage().c_str() : "");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vlpeft: error: %s\n", e.what());

@@ -21,6 +21,7 @@
 #include "models/peft/prompt_tuning.h"
 #include "models/peft/routing.h"
 #include "models/peft/vera.h"
+#include "models/peft/vl_prompt.h"
 #include "models/peft/vpt.h"
 
 namespace vlp::peft {
@@ -135,6 +136,8 @@ const std::vector<PeftMethod>& all_methods() {
       {"PROMPT_TUNING", attach_prompt_tuning, prompt_file_key, kPromptTuningDefaults, prompt_prepare_save},
       {"P_TUNING", attach_p_tuning, prompt_file_key, kPTuningDefaults, prompt_prepare_save},
       {"PREFIX_TUNING", attach_prefix_tuning, prompt_file_key, kPrefixTuningDefaults, prompt_prepare_save},
+      {"VLPEFT_PROMPT", attach_vl_prompt, vl_prompt_file_key},
+      {"VLPEFT_PREFIX_TUNING", attach_vl_prefix_tuning, vl_prompt_file_key},
       {"VLPEFT_VPT", attach_vpt},
       {"ADAPTION_PROMPT", attach_adaption_prompt, adaption_prompt_file_key, kAdaptionPromptDefaults,
        adaption_prompt_prepare_save},

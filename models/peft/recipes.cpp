@@ -86,13 +86,6 @@ VlRecipe vl_adapter_recipe(const std::string& name, const std::string& backbone,
     j["prompt_hidden_dim"] = 800;
     per_task(multiple ? "multiple" : "single");
     r.task_prefix = !multiple;
-    // Built field by field: parse_peft_config checks the type against the method table, and the prompt
-    // method's file registers VLPEFT_PROMPT there on its own.
-    r.config.peft_type = "VLPEFT_PROMPT";
-    r.config.raw = j;
-    r.config.modules_to_save = always_trainable;
-    r.config.source = "VL-Adapter recipe " + name;
-    return r;
   } else {
     VLP_FAIL("unknown VL-Adapter recipe '", name, "' (", list, ")");
   }

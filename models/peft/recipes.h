@@ -11,8 +11,8 @@
 //   lora_single           LORA on the attention q/v projections (BART q_proj, v_proj; T5 q, v),
 //                         r = 128, α = 32, dropout 0.1, bias "all"
 //   lora_multiple         VLPEFT_ROUTED_LORA without routing (plain LoRA), one per task, same settings
-//   prompt_single         VLPEFT_PROMPT: 40 encoder prompts, MLP 768 -> 800 -> 768 (the prompt method's
-//   prompt_multiple       own file reads it; fields num_virtual_tokens, prompt_hidden_dim, sharing, tasks)
+//   prompt_single         VLPEFT_PROMPT (vl_prompt.h): 40 encoder prompts through the MLP d -> 800 -> d
+//   prompt_multiple       the same, one table and MLP per task
 // Adapters, Hyperformer and Compacter also train every backbone norm (listed in modules_to_save: T5
 // layer_norm and final_layer_norm, BART the three block norms and layernorm_embedding); LoRA trains every
 // bias (norm weights frozen); prompts train the prompt module only. `always_trainable` (the VL models'

@@ -63,4 +63,19 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   return p;
 }
 
+// A fresh scratch directory (temp_dir) removed, with everything in it, when the test ends.
+struct ScratchDir {
+  std::filesystem::path path;
+  explicit ScratchDir(const std::string& name) : path(temp_dir(name)) {}
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  operator const std::filesystem::path&() const { return path; }
+  std::string string() const { return path.string(); }
+  std::filesystem::path operator/(const std::string& rel) const { return path / rel; }
+};
+
 }  // namespace vlp::test

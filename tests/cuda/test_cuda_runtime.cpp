@@ -56,6 +56,20 @@ TEST(CudaRuntime, RoundTripEveryDtype) {
   }
 }
 
+TEST(CudaRuntime, PinnedHostMemoryUploadsDirectly) {
+  VLP_REQUIRE_GPU();
+  Generator gen(5);
+  Tensor host = permute(randn({3, 5, 7}, &gen), {2, 0, 1});  // non-contiguous source
+  Tensor pinned = pin_memory(host);
+  EXPECT_TRUE(is_pinned(pinned));
+  EXPECT_FALSE(is_pinned(host));
+  EXPECT_TRUE(pinned.is_contiguous());
+  EXPECT_EQ(to_vector(pinned), to_vector(host));
+  // Direct upload (same dtype and layout) and the staged path (conversion) give the same values.
+  EXPECT_EQ(to_vector(convert(pinned, DType::F32, gpu())), to_vector(host));
+  EXPECT_EQ(to_vector(convert(convert(pinned, DType::F64, gpu()), DType::F32)), to_vector(host));
+}
+
 TEST(CudaRuntime, ConversionsOnDeviceMatchTheCpuBitForBit) {
   VLP_REQUIRE_GPU();
   Input in = make_input({7, 13}, 11, DType::F32, -200.0, 200.0);  // |x| < 255 so U8 is defined

@@ -11,6 +11,7 @@
 
 #include "data/loader.h"
 #include "data/sampling.h"
+#include "runtime/device_copy.h"
 #include "runtime/error.h"
 
 namespace vlp::data {
@@ -249,6 +250,27 @@ TEST(Loader, WorkersProduceTheSingleThreadedSequence) {
       EXPECT_EQ(n, a.batches_per_epoch());
     }
   }
+}
+
+TEST(Loader, PinMemoryKeepsTheValues) {
+  LoaderOptions plain, pinned;
+  pinned.pin_memory = true;
+  pinned.workers = 2;
+  MultiTaskLoader a(four_tasks(), plain, slow_builder), b(four_tasks(), pinned, slow_builder);
+  a.start_epoch(0);
+  b.start_epoch(0);
+  LoadedBatch x, y;
+  int n = 0;
+  while (a.next(x)) {
+    ASSERT_TRUE(b.next(y));
+    const Tensor& t = y.tensors.at("example_index");
+    EXPECT_TRUE(t.is_contiguous());
+    // Page-locked only where a GPU can use it; the values are the builder's either way.
+    EXPECT_EQ(is_pinned(t), cuda_available());
+    EXPECT_EQ(to_vector(t), to_vector(x.tensors.at("example_index")));
+    ++n;
+  }
+  EXPECT_EQ(n, a.batches_per_epoch());
 }
 
 TEST(Loader, PrefetchIsBounded) {

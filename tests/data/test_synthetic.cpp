@@ -30,18 +30,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A scratch directory removed when the test ends.
-struct Scratch {
-  fs::path path;
-  explicit Scratch(const std::string& name) : path(test::temp_dir(name)) {}
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  operator const fs::path&() const { return path; }
-  std::string string() const { return path.string(); }
-  fs::path operator/(const std::string& rel) const { return path / rel; }
-};
+using Scratch = test::ScratchDir;
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

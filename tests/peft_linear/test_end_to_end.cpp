@@ -89,7 +89,9 @@ TEST(PeftLinearEndToEnd, LoadMergeSaveThroughCore) {
       if (k == "auto_mapping" || k == "target_modules" || k == "inference_mode") continue;
       EXPECT_EQ(j[k], v) << "adapter_config.json field " << k;
     }
-    if (ref["peft_type"] == "VERA") EXPECT_EQ(j["save_projection"], true);
+    if (ref["peft_type"] == "VERA") {
+      EXPECT_EQ(j["save_projection"], true);
+    }
     // And it loads again.
     auto again = base_chain(file, c.conv1d);
     peft::load_adapter(*again, out.string());

@@ -1,5 +1,5 @@
 // Prompt methods (prompt tuning, prefix tuning with and without projection, P-tuning) against
-// huggingface/peft 0.21.2 on the tiny GPT-2 (fixtures of tools/reference/make_peft_prompt_fixtures.py):
+// huggingface/peft 0.21.2 on the tiny GPT-2, T5 and BART (fixtures of tools/reference/make_peft_prompt_fixtures.py):
 // adapters PEFT wrote load here and give its logits and loss (1e-5) and prompt_embeddings gradient (1e-4);
 // the training-mode encoder (table + reparameterisation MLP) given PEFT's values gives PEFT's logits and
 // gradients for every encoder tensor; files written here have PEFT's keys, shapes and config fields; greedy
@@ -123,7 +123,63 @@ TEST_P(PromptReference, TrainingModeEncoderMatchesPeft) {
 
 INSTANTIATE_TEST_SUITE_P(HfPeft, PromptReference,
                          ::testing::Values("gpt2_prompt_tuning", "gpt2_prefix", "gpt2_prefix_projection",
-                                           "gpt2_p_tuning", "t5_prompt_tuning", "t5_p_tuning"));
+                                           "gpt2_p_tuning", "t5_prompt_tuning", "t5_p_tuning", "t5_prefix",
+                                           "t5_prefix_projection", "bart_prefix", "bart_prefix_projection"));
+
+// Encoder-decoders: the decoder's self-attention reads the prefix at every step (positions after it: BART's
+// learned ones, T5's relative ones), cross-attention and the encoder do not.
+TEST(PrefixTuning, Seq2SeqGreedyGenerationMatchesPeft) {
+  for (const std::string name : {"t5_prefix", "t5_prefix_projection", "bart_prefix", "bart_prefix_projection"}) {
+    test::TinyModel m(model_of(name));
+    peft::load_adapter(m.module(), prompt_fixture_dir(name));
+    auto fx = test::read_tensors(prompt_fixture_dir(name) + "/fixture.safetensors");
+    EncoderInput in;
+    in.input_ids = contiguous(narrow(narrow(m.batch.at("input_ids"), 0, 0, 1), 1, 0, 5));
+    in.attention_mask = ones({1, 5}, DType::I64);
+    GenerationOptions opt;
+    opt.max_new_tokens = 6;
+    NoGradGuard no_grad;
+    for (bool cache : {true, false}) {
+      opt.use_cache = cache;
+      auto g = m.t5 ? generate(*m.t5, in, opt) : generate(*m.bart, in, opt);
+      EXPECT_EQ(to_vector(g.sequences), to_vector(fx.at("generated"))) << name << " cache " << cache;
+    }
+  }
+}
+
+// Where the prefixes sit on T5 / BART: decoder self-attention only, decoder layer l reading HF's key block
+// (4l mod 2L); with L = 2 both layers read blocks 0 and 1, so blocks 2 and 3 of the table never matter.
+TEST(PrefixTuning, Seq2SeqPrefixSitesAndUnusedBlocks) {
+  for (const std::string kind : {"t5", "bart"}) {
+    test::TinyModel m(kind);
+    peft::load_adapter(m.module(), prompt_fixture_dir(kind + "_prefix"));
+    size_t prefixed = 0;
+    for (auto& [name, site] : peft::attention_sites(m.module()))
+      if (!site->adapters.empty()) {
+        ++prefixed;
+        EXPECT_NE(name.find("decoder"), std::string::npos) << name;
+        EXPECT_TRUE(name.find("SelfAttention") != std::string::npos || name.find("self_attn") != std::string::npos)
+            << name;
+      }
+    EXPECT_EQ(prefixed, 2u) << kind;
+    Tensor before = m.logits();
+    auto* enc = peft::find_prompt_encoder(m.module(), "default");
+    ASSERT_TRUE(enc);
+    {
+      NoGradGuard no_grad;
+      const int64_t d = 24;  // blocks 2 and 3 of the 4 (L = 2, keys and values), all rows
+      Tensor unused = narrow(enc->embedding.weight, 1, 2 * d, 2 * d);
+      copy_(unused, full(unused.shape(), 7.0));
+    }
+    EXPECT_TRUE(close_to_scale(m.logits(), before, 0)) << kind;
+    {
+      NoGradGuard no_grad;
+      Tensor used = narrow(enc->embedding.weight, 1, 0, 2 * 24);
+      copy_(used, full(used.shape(), 7.0));
+    }
+    EXPECT_FALSE(close_to_scale(m.logits(), before, 1e-3)) << kind;
+  }
+}
 
 TEST(PrefixTuning, GreedyGenerationMatchesPeft) {
   for (const std::string name : {"gpt2_prefix", "gpt2_prefix_projection"}) {
@@ -187,9 +243,14 @@ TEST(PromptMethods, ConfigErrorsNameTheField) {
   EXPECT_THROW(peft::add_adapter(m.module(), peft::parse_peft_config(j)), Error);
   j = {{"peft_type", "P_TUNING"}, {"num_virtual_tokens", 2}, {"encoder_reparameterization_type", "LSTM"}};
   EXPECT_THROW(peft::add_adapter(m.module(), peft::parse_peft_config(j)), Error);
-  test::TinyModel t5("t5");
+  test::TinyModel t5("t5");  // an encoder-decoder prefix needs task_type SEQ_2_SEQ_LM (2 submodules, as HF)
   j = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 2}};
   EXPECT_THROW(peft::add_adapter(t5.module(), peft::parse_peft_config(j)), Error);
+  j = {{"peft_type", "PREFIX_TUNING"}, {"task_type", "SEQ_2_SEQ_LM"}, {"num_virtual_tokens", 2}, {"num_layers", 3}};
+  EXPECT_THROW(peft::add_adapter(t5.module(), peft::parse_peft_config(j)), Error);
+  test::TinyModel vit("vit");
+  j = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 2}};
+  EXPECT_THROW(peft::add_adapter(vit.module(), peft::parse_peft_config(j)), Error);
 }
 
 // Adaption prompt (HF's GPT-2 variant): PEFT's adapter (gate non-zero) gives its logits, loss and gradients;

@@ -1,5 +1,5 @@
 """Reference fixtures for the prompt methods (models/peft: prompt tuning, prefix tuning, P-tuning) against
-huggingface/peft, on the tiny random GPT-2 and T5 of tests/fixtures/models and their batches.
+huggingface/peft, on the tiny random GPT-2, T5 and BART of tests/fixtures/models and their batches.
 
 For every case it wraps the model with peft.get_peft_model (training mode: the reparameterisation MLPs exist),
 makes the virtual-token table non-trivial (random, scale 0.5), and writes tests/fixtures/peft_prompts/<case>/:
@@ -13,15 +13,17 @@ makes the virtual-token table non-trivial (random, scale 0.5), and writes tests/
                         mlp_head.N.*) with grad.train.<name> their gradients;
                         generated (prefix cases): greedy generate() ids, 6 new tokens from input_ids[:1, :5]
 
-Run:  /work/main/tools/reference/.venv/bin/python tools/reference/make_peft_prompt_fixtures.py (repository root)
+Run:  /work/main/tools/reference/.venv/bin/python tools/reference/make_peft_prompt_fixtures.py [CASE...]
+(repository root; no argument = every case)
 """
 
 import os
+import sys
 
 import torch
 from peft import AdaptionPromptConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import GPT2LMHeadModel, T5ForConditionalGeneration
+from transformers import BartForConditionalGeneration, GPT2LMHeadModel, T5ForConditionalGeneration
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
@@ -36,6 +38,14 @@ CASES = {
     # Encoder-decoder: the table holds 2 x num_virtual_tokens rows; PEFT prepends the first half to the encoder.
     "t5_prompt_tuning": lambda: PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3),
     "t5_p_tuning": lambda: PromptEncoderConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=2, encoder_hidden_size=8),
+    # Encoder-decoder prefix tuning: PEFT puts the prefix in the decoder's self-attention only (the cross-attention
+    # cache it also builds is emptied again; the encoder gets none).
+    "t5_prefix": lambda: PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3),
+    "t5_prefix_projection": lambda: PrefixTuningConfig(
+        task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=12),
+    "bart_prefix": lambda: PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3),
+    "bart_prefix_projection": lambda: PrefixTuningConfig(
+        task_type="SEQ_2_SEQ_LM", num_virtual_tokens=2, prefix_projection=True, encoder_hidden_size=10),
 }
 
 
@@ -73,7 +83,7 @@ def model_of(case):
 
 
 def base(model):
-    cls = GPT2LMHeadModel if model == "gpt2" else T5ForConditionalGeneration
+    cls = {"gpt2": GPT2LMHeadModel, "t5": T5ForConditionalGeneration, "bart": BartForConditionalGeneration}[model]
     m = cls.from_pretrained(os.path.join(MODELS, model))
     m.eval()
     return m
@@ -82,7 +92,7 @@ def base(model):
 def batch(model):
     fx = load_file(os.path.join(MODELS, model, "fixture.safetensors"))
     b = dict(input_ids=fx["input_ids"], attention_mask=fx["attention_mask"], labels=fx["labels"])
-    if model == "t5":
+    if model != "gpt2":
         b["decoder_input_ids"] = fx["decoder_input_ids"]
     return b
 
@@ -127,9 +137,12 @@ def make_case(case):
 
 
 def main():
-    for case in CASES:
-        make_case(case)
-    make_adaption_case()
+    chosen = sys.argv[1:] or list(CASES) + [ADAPTION_CASE]
+    for case in chosen:
+        if case == ADAPTION_CASE:
+            make_adaption_case()
+        else:
+            make_case(case)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,16 @@ reloads them with from_pretrained, and records into tests/fixtures/models/<name>
 
 It also writes configs/hf/{gpt2,gpt2-medium,gpt2-large,gpt2-xl,t5-base,t5-v1_1-base,bart-base}.json from
 transformers' config classes with the published hyper-parameters, and tests/fixtures/models/param_counts.json
-with transformers' parameter counts of those models (built on the meta device, no weights).
+with transformers' parameter counts of every configs/hf model (built on the meta device, no weights), the
+vision ones (configs from make_vision_model_fixtures.py) included:
+  vit-base-patch16-224         ViTForImageClassification (no pooler, 1000-way classifier)
+  vit-base-patch16-224-in21k   ViTModel (with the pooler)
+  clip-vit-base-patch32        the vision tower with its projection, CLIPVisionModelWithProjection (the text
+                               tower, text_projection and logit_scale of CLIPModel are not counted)
+This is what `vlpeft params configs/hf/*.json` prints (tests/models/test_param_counts.cpp).
 
 Run:  tools/reference/.venv/bin/python tools/reference/make_text_model_fixtures.py   (from the repository root)
+      ... make_text_model_fixtures.py --counts-only   rewrites configs/hf (text models) and param_counts.json only
 """
 
 import json
@@ -281,15 +288,40 @@ def write_published():
                 # Loading the published checkpoint keeps its own lm_head (see make_model_fixture).
                 model.lm_head.weight = torch.nn.Parameter(torch.empty(config.vocab_size, config.d_model))
         counts[name] = sum(p.numel() for p in model.parameters())
+    counts.update(vision_counts())
     with open(os.path.join(FIXTURES, "param_counts.json"), "w") as f:
         json.dump(counts, f, indent=2, sort_keys=True)
         f.write("\n")
     print(counts)
 
 
+def vision_counts():
+    # The published vision configurations as make_vision_model_fixtures.py writes them to configs/hf.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_vision_model_fixtures as vision
+    from transformers import CLIPVisionModelWithProjection, ViTForImageClassification, ViTModel
+
+    def count(make):
+        with torch.device("meta"):
+            model = make()
+        return sum(p.numel() for p in model.parameters())
+
+    clip = vision.clip_published()
+    tower = clip.vision_config
+    tower.projection_dim = clip.projection_dim  # CLIPModel sizes visual_projection by its top-level projection_dim
+    return {
+        "vit-base-patch16-224": count(lambda: ViTForImageClassification(vision.vit_published(num_labels=1000))),
+        "vit-base-patch16-224-in21k": count(lambda: ViTModel(vision.vit_published())),
+        "clip-vit-base-patch32": count(lambda: CLIPVisionModelWithProjection(tower)),
+    }
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     os.makedirs(FIXTURES, exist_ok=True)
+    if "--counts-only" in sys.argv[1:]:
+        write_published()
+        return 0
     for i, (name, (config, cls)) in enumerate(tiny_configs().items()):
         make_model_fixture(name, config, cls, seed=1000 + 17 * i)
     write_published()

@@ -73,13 +73,4 @@ void load_backbone_weights(Module& backbone, const TrainConfig& c) {
   else load_checkpoint(*gpt2, tensors, checkpoint_rules(*gpt2));
 }
 
-TrainConfig config_of_checkpoint(const std::string& path, const std::vector<std::string>& overrides) {
-  SafetensorsFile f = load_safetensors(path);
-  auto it = f.metadata.find("config");
-  VLP_CHECK(it != f.metadata.end(), "checkpoint '", path, "' records no config: pass --config");
-  nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
-  VLP_CHECK(!j.is_discarded(), "checkpoint '", path, "': its config metadata is not valid JSON");
-  return parse_config(j, "config of " + path, overrides);
-}
-
 }  // namespace vlp::trainer

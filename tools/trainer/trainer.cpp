@@ -145,6 +145,7 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
   }
   if (!cfg.init_from.empty()) load_model_weights(s->net(), cfg.init_from);
   s->net().set_requires_grad(false);
+  s->base_parameters = s->net().num_parameters();
   bool full = cfg.peft_config.empty() && cfg.peft_type.empty() && !cfg.freeze_backbone;
   peft::PeftConfig pc;
   if (!cfg.peft_recipe.empty()) {

@@ -41,6 +41,7 @@ struct Session {
   int64_t step = 0, micro_batch = 0;
   double best_score = -1.0;
   bool peft = false;
+  int64_t base_parameters = 0;  // the model's parameters before PEFT attached anything
   // File-backed tasks (cfg.tasks from vqa, gqa, nlvr2, caption): data, loader and its position (the next
   // micro-batch; saved in checkpoints as metadata "loader_position").
   std::unique_ptr<FileData> files;
@@ -60,8 +61,6 @@ std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_ba
 // applies), predictions written under cfg.out_dir/predictions when write_predictions.
 std::map<std::string, double> evaluate(Session& s, int64_t max_examples = -1, bool write_predictions = false);
 
-// The config a training checkpoint was written with (metadata "config"), with overrides applied.
-TrainConfig config_of_checkpoint(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // The next training micro-batch (synthetic schedule or the file loader), advancing the data position.
 struct MicroBatch {
