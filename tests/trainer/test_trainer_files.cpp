@@ -4,6 +4,7 @@
 // uninterrupted run), worker threads change nothing, and missing paths are reported by key.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -213,4 +214,32 @@ TEST(TrainerFiles, T5TokenizerFromTheAssets) {
   train(*s);
   auto m = evaluate(*s);
   EXPECT_TRUE(m.count("vqa.accuracy"));
+}
+
+// Feature directories from `vlpeft extract-features` (a tiny ViT over the benchmark's COCO images) as the
+// image source: grid features for VL-T5, pooled ones for the GPT-2 prefix model.
+TEST(TrainerFiles, FeatureDirectoriesFromExtractFeatures) {
+  const fs::path dir = test::temp_dir("trainer_files_features");
+  const std::string vit = std::string(VLP_SOURCE_DIR) + "/tests/fixtures/models/vit/base";
+  for (const std::string mode : {"grid", "pooled"}) {
+    const std::string out = (dir / mode).string();
+    const std::string cmd = std::string(VLP_BINARY_DIR) + "/bin/vlpeft extract-features --model " + vit + " --images " +
+                            data_dir() + "/coco --out " + out + " --mode " + mode + " --grid 2 --quiet > " + out +
+                            ".log 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << "see " << out << ".log";
+  }
+  std::vector<std::string> sets = tiny_sets((dir / "run_grid").string());
+  sets.insert(sets.end(), {"coco_images=" + (dir / "grid").string(), "steps=4", "eval_limit=4", "caption_beams=2"});
+  auto s = make_session(parse_config(nlohmann::json::object(), "test", sets));
+  EXPECT_TRUE(s->files->visual.at("vqa")->features);
+  EXPECT_EQ(s->files->visual.at("vqa")->tokens, 4);  // 2 x 2 grid
+  train(*s);
+  EXPECT_TRUE(evaluate(*s).count("caption.cider_d"));
+  sets = tiny_sets((dir / "run_pooled").string());
+  sets.insert(sets.end(), {"coco_images=" + (dir / "pooled").string(), "steps=4", "eval_limit=4", "caption_beams=2",
+                           "model_kind=gpt2_prefix", "backbone=gpt2", "tasks=caption", "task_prefix=false"});
+  auto g = make_session(parse_config(nlohmann::json::object(), "test", sets));
+  EXPECT_EQ(g->files->visual.at("caption")->tokens, 1);
+  EXPECT_TRUE(std::isfinite(train(*g).last_loss));
+  EXPECT_TRUE(evaluate(*g).count("caption.bleu_4"));
 }
