@@ -82,9 +82,10 @@ struct FileData {
   TextCodec codec;
   std::map<std::string, std::shared_ptr<VisualSource>> visual;  // by task
   int64_t feat_dim = 0;
-  std::unique_ptr<data::MultiTaskLoader> loader;
-  std::map<std::string, TaskSplit> eval_cache;  // "task/split"
   data::AnswerVocab answers;                     // encoder_classifier: the classifier's answers
+  std::map<std::string, TaskSplit> eval_cache;  // "task/split"
+  // Last: destroyed first, so its workers stop before anything their batch builder reads goes away.
+  std::unique_ptr<data::MultiTaskLoader> loader;
 };
 // answer_vocab, or the make-data layout's vqa/trainval_ans2label.json under data_dir.
 std::string answer_vocab_path(const TrainConfig& c);
