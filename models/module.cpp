@@ -96,37 +96,38 @@ void Module::set_requires_grad(bool on) {
   for (auto& [name, child] : children_) child->set_requires_grad(on);
 }
 
-void Module::to_device(Device device) {
-  std::vector<std::pair<const Storage*, Tensor>> moved;  // old storage -> its copy on device (tied weights)
-  move_registered(device, moved);
-}
-
-void Module::move_registered(Device device, std::vector<std::pair<const Storage*, Tensor>>& moved) {
-  NoGradGuard no_grad;
-  auto move = [&](Tensor* t) {
-    if (!t->defined() || t->device() == device) return;
-    for (const auto& [storage, copy] : moved)
-      if (storage == t->storage().get() && copy.shape() == t->shape()) {
-        *t = copy;
-        return;
-      }
-    const bool trainable = t->requires_grad();
-    Tensor copy = empty(t->shape(), t->dtype(), device);
-    copy_(copy, *t);
-    if (trainable) copy.set_requires_grad(true);
-    moved.push_back({t->storage().get(), copy});
-    *t = copy;
-  };
-  for (auto& [name, t] : params_) move(t);
-  for (auto& [name, t] : buffers_) move(t);
-  for (auto& [name, child] : children_) child->move_registered(device, moved);
-}
-
 int64_t Module::num_parameters(bool trainable_only) const {
   int64_t n = 0;
   for (const auto& [name, t] : named_parameters())
     if (!trainable_only || t.requires_grad()) n += t.numel();
   return n;
+}
+
+void Module::to_device(Device device, std::optional<DType> float_dtype) {
+  // One new storage per old one, so views of a shared storage (tied weights) stay views of one storage.
+  std::map<const Storage*, Tensor> moved;  // old storage -> its whole contents, moved
+  auto move = [&](Tensor* t) {
+    if (!t->defined()) return;
+    const DType dt = float_dtype && is_floating(t->dtype()) ? *float_dtype : t->dtype();
+    if (t->device() == device && dt == t->dtype()) return;
+    const bool grad = t->requires_grad();
+    auto it = moved.find(t->storage().get());
+    if (it == moved.end()) {
+      const int64_t n = int64_t(t->storage()->nbytes / t->element_size());
+      Tensor whole(t->storage(), {n}, {1}, 0, t->dtype());
+      it = moved.emplace(t->storage().get(), convert(whole, dt, device)).first;
+    }
+    *t = Tensor(it->second.storage(), t->shape(), t->strides(), t->offset(), dt);
+    if (grad) t->set_requires_grad(true);
+  };
+  std::vector<Module*> stack{this};
+  while (!stack.empty()) {
+    Module* m = stack.back();
+    stack.pop_back();
+    for (auto& [name, t] : m->params_) move(t);
+    for (auto& [name, t] : m->buffers_) move(t);
+    for (auto& [name, child] : m->children_) stack.push_back(child);
+  }
 }
 
 // ---- layers ----

@@ -7,7 +7,9 @@
 // The layers here carry the adaptation sites of models/site.h: every Linear can hold PEFT modules
 // (LoRA, IA3, ...), which is the single mechanism through which every method is injected.
 #pragma once
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,17 +68,15 @@ struct Module {
   bool training() const { return training_; }
   void set_requires_grad(bool on);  // every parameter below
   int64_t num_parameters(bool trainable_only = false) const;
-  // Moves every parameter and buffer below this module to device (values copied, requires_grad kept,
-  // gradients dropped); tensors registered twice (tied weights) stay one tensor. Build and add adapters
-  // first, then move: tensors a module keeps outside its registrations are not moved.
-  void to_device(Device device);
+  // Moves every parameter and buffer below to `device`, floating ones converted to `float_dtype` when given
+  // (e.g. BF16). Tensors that shared storage (tied weights) still share it afterwards; requires_grad is kept,
+  // gradients are dropped. Tensors a module keeps outside registration stay where they are.
+  void to_device(Device device, std::optional<DType> float_dtype = std::nullopt);
 
   // A short type name for matching and reports ("Linear", "LayerNorm", ...).
   virtual const char* type_name() const { return "Module"; }
 
  private:
-  void move_registered(Device device, std::vector<std::pair<const Storage*, Tensor>>& moved);
-
   std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
   std::vector<std::pair<std::string, Module*>> children_;
   std::vector<std::unique_ptr<Module>> owned_;

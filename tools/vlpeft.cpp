@@ -65,13 +65,17 @@ const std::vector<Command>& commands() {
         {"out", "DIR", "where checkpoints go (default vlpeft_demo)"},
         {"only", "METHOD,...", "run only these methods (names as in the table)"}}},
       {"train", "train from a config (JSON) with --set overrides", "vlpeft train [--config FILE] [--set KEY=VALUE]...",
-       "Trains the tiny VL encoder-decoder on the synthetic tasks. Checkpoints: OUT/last.safetensors,\n"
-       "OUT/last.prev.safetensors, OUT/best.safetensors; log OUT/metrics.jsonl, plot OUT/metrics.svg.\n"
-       "--set resume=true continues from OUT.",
-       {kConfig, kSet, {"print-config", nullptr, "print every config key with its value and exit"}}},
-      {"eval", "score a training checkpoint per task", "vlpeft eval --checkpoint PATH [--config FILE] [--set KEY=VALUE]...",
-       "Exact-match accuracy of greedy generation per task on the eval split.",
-       {kCheckpoint, kConfig, kSet}},
+       "Trains a VL model (VL-T5 / VL-BART, GPT-2 prefix, encoder classifier) on the synthetic tasks or on the\n"
+       "VQAv2 / GQA / NLVR2 / COCO files (README: Training on real data; configs/ has the recipes).\n"
+       "Checkpoints: OUT/last.safetensors, OUT/last.prev.safetensors, OUT/best.safetensors; log\n"
+       "OUT/metrics.jsonl, plot OUT/metrics.svg. --set resume=true continues from OUT.",
+       {kConfig, kSet, {"print-config", nullptr, "print every config key with its value (and, under _keys, what it means) and exit"},
+        {"check", nullptr, "only list the paths the config misses or leaves unfilled, by key (exit 1 when any)"}}},
+      {"eval", "score a training checkpoint per task", "vlpeft eval --checkpoint PATH [--split NAME] [--config FILE] [--set KEY=VALUE]...",
+       "Each task's metric on a split: VQA accuracy (official, legacy) and soft score, GQA accuracy, NLVR2\n"
+       "accuracy and consistency, CIDEr-D, BLEU-4, ROUGE-L (synthetic tasks: exact match). Predictions go to\n"
+       "OUT/predictions in the official result formats.",
+       {kCheckpoint, {"split", "NAME", "train, val or test (default: the config's eval_split)"}, kConfig, kSet}},
       {"generate", "answer a question about an image file, or show eval answers", "vlpeft generate --checkpoint PATH --image FILE [--question TEXT] [options]\n"
                    "       vlpeft generate --checkpoint PATH [--n N] [options]",
        "With --image: answers the question about the image file (or captions it, for a checkpoint with a\n"
@@ -205,16 +209,28 @@ TrainConfig config_from(const Args& a) {
 
 int cmd_train(const Command&, const Args& a) {
   TrainConfig c = config_from(a);
-  if (a.has("print-config")) return std::printf("%s\n", config_to_json(c).dump(2).c_str()), 0;
+  if (a.has("print-config")) {  // loadable as is: "_keys" is a comment
+    nlohmann::json j = config_to_json(c), docs = nlohmann::json::object();
+    for (const auto& [k, d] : config_key_docs()) docs[k] = d;
+    j["_keys"] = docs;
+    return std::printf("%s\n", j.dump(2).c_str()), 0;
+  }
+  if (a.has("check")) {
+    const auto missing = uses_files(c) ? missing_paths(c) : std::vector<std::string>{};
+    for (const auto& m : missing) std::printf("missing: %s\n", m.c_str());
+    if (missing.empty()) validate_config(c), std::printf("config ok\n");
+    return missing.empty() ? 0 : 1;
+  }
   auto s = make_session(c);
   int64_t trainable = 0;
   for (auto& [n, p] : s->trainable) trainable += p.numel();
   std::printf("model: %s d=%lld, %lld parameters, %lld trainable (%.2f%%)\n", c.backbone.c_str(), (long long)c.d_model,
-              (long long)s->model->num_parameters(), (long long)trainable,
-              100.0 * double(trainable) / double(s->model->num_parameters()));
+              (long long)s->net().num_parameters(), (long long)trainable,
+              100.0 * double(trainable) / double(s->net().num_parameters()));
   RunSummary r = train(*s);
   std::printf("done: %lld steps in %.1f s, last loss %.4f\n", (long long)r.steps, r.seconds, r.last_loss);
-  for (auto& [k, v] : r.metrics) std::printf("  eval %s: %.2f%%\n", k.c_str(), 100 * v);
+  for (auto& [k, v] : r.metrics)
+    std::printf("  eval %s: %.2f%s\n", k.c_str(), 100 * v, k == "caption.cider_d" ? " (x100)" : "%");
   std::printf("throughput: %.0f tokens/s (encoder + decoder), %.1f samples/s; peak memory %.1f MiB (max RSS)\n",
               r.tokens_per_s, r.samples_per_s, double(r.peak_rss_bytes) / (1 << 20));
   std::printf("model FLOP/s %.4f TFLOP/s, MFU %.6f%% of %.0f TFLOP/s; formula: %s\n", r.model_tflops, 100 * r.mfu,
@@ -228,6 +244,7 @@ std::unique_ptr<Session> session_with_checkpoint(const Command& c, const Args& a
   const std::string path = a.required(c, "checkpoint");
   std::vector<std::string> sets = extra_sets;
   sets.insert(sets.end(), a.sets.begin(), a.sets.end());
+  if (a.has("split")) sets.push_back("eval_split=" + a.get("split"));
   TrainConfig cfg = a.has("config") ? load_config(a.get("config"), sets) : checkpoint_config(path, sets);
   auto s = make_session(cfg);
   load_training_checkpoint(*s, path);
@@ -236,7 +253,8 @@ std::unique_ptr<Session> session_with_checkpoint(const Command& c, const Args& a
 
 int cmd_eval(const Command& c, const Args& a) {
   auto s = session_with_checkpoint(c, a);
-  for (auto& [k, v] : evaluate(*s)) std::printf("%s: %.2f%%\n", k.c_str(), 100 * v);
+  for (auto& [k, v] : evaluate(*s, -1, true))
+    std::printf("%s: %.2f%s\n", k.c_str(), 100 * v, k == "caption.cider_d" ? " (x100)" : "%");
   return 0;
 }
 
@@ -249,6 +267,7 @@ int cmd_generate(const Command& c, const Args& a) {
       if (a.has(k)) throw UsageError(std::string("generate: --") + k + " goes without --image");
     // One image: the training data the session would build is not needed.
     auto s = session_with_checkpoint(c, a, {"train_examples=1", "eval_examples=1"});
+    VLP_CHECK(!s->files, "generate: synthetic-task checkpoints only; `vlpeft eval` writes the predictions of file-backed tasks");
     ImageAnswer r = answer_about_image(*s, a.get("image"), a.get("question"), a.get("task"), opt);
     if (!r.unknown_words.empty()) {
       std::string w;
@@ -261,6 +280,7 @@ int cmd_generate(const Command& c, const Args& a) {
   for (const char* k : {"question", "task"})
     if (a.has(k)) throw UsageError(std::string("generate: --") + k + " needs --image FILE");
   auto s = session_with_checkpoint(c, a);
+  VLP_CHECK(!s->files, "generate: synthetic-task checkpoints only; `vlpeft eval` writes the predictions of file-backed tasks");
   const int64_t n = a.integer("n", 5);
   if (opt.max_new_tokens <= 0) opt.max_new_tokens = s->cfg.max_new_tokens;
   for (size_t t = 0; t < s->tasks.size(); ++t) {

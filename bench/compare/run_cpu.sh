@@ -1,38 +1,70 @@
 #!/usr/bin/env bash
 # Side-by-side CPU comparison: vlpeft (build/bench/train_step) against PyTorch eager + transformers + peft
 # (tools/reference/bench_torch.py) on the same training step, alternating A B A B in one run, equal
-# threads. Prints one JSON line per run and a table of medians and ratios (tools/reference/compare_table.py).
+# threads. Prints one JSON line per run and a table of medians and ratios (tools/reference/compare_table.py,
+# which exits 3 when the two sides train different parameter counts).
 #
 #   bench/compare/run_cpu.sh                 # every row, 3 alternations, threads = nproc
-#   ROWS="gpt2-full" REPS=5 THREADS=2 bench/compare/run_cpu.sh
+#   ROWS="gpt2-full vit-b16-lora" REPS=5 THREADS=2 bench/compare/run_cpu.sh
 #
-# Needs: build/bench/train_step (tools/setup.sh builds it) and the pinned venv (tools/reference/setup_venv.sh).
+# Rows (bench/compare/peft/ holds the PEFT configs both sides read):
+#   gpt2-full, gpt2-lora (r 16 on c_attn), t5-base-lora, bart-base-lora (r 8 on q, v)
+#   gpt2-adapter, t5-base-adapter, bart-base-adapter: VL-Adapter's single bottleneck adapter (d/8, gelu_new)
+#     after every attention / cross-attention / feed-forward sublayer (24 / 60 / 30 sites), adapters only
+#   vl-bart-base-adapter: VL-BART-base (BART-base + the visual embedding of 36 random 2048-d region features
+#     with boxes) with the VL-Adapter single-adapter recipe: adapters + every norm + the visual embedding
+#   vit-b16-lora: ViT-B/16 at 224 px, LoRA r 16 on query/value + the classifier, random images and labels
+#
+# Needs: build/bench/train_step (tools/setup.sh builds it, or configure with -DVLP_BUILD_BENCH=ON) and the
+# pinned venv (tools/reference/setup_venv.sh; PY=... to use another interpreter with the same packages).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=${THREADS:-$(nproc)}
 REPS=${REPS:-3}
 BATCH=${BATCH:-4}
 SEQ=${SEQ:-128}
-PY=tools/reference/.venv/bin/python
+PY=${PY:-tools/reference/.venv/bin/python}
 [ -x build/bench/train_step ] || { echo "run_cpu: build/bench/train_step missing: run tools/setup.sh" >&2; exit 1; }
 [ -x "$PY" ] || { echo "run_cpu: $PY missing: run tools/reference/setup_venv.sh" >&2; exit 1; }
 
-declare -A MODEL PEFT
-MODEL[gpt2-full]=configs/hf/gpt2.json;      PEFT[gpt2-full]=
-MODEL[gpt2-lora]=configs/hf/gpt2.json;      PEFT[gpt2-lora]=bench/compare/peft/gpt2_lora_r16.json
-MODEL[t5-base-lora]=configs/hf/t5-base.json;   PEFT[t5-base-lora]=bench/compare/peft/t5_lora_r8.json
-MODEL[bart-base-lora]=configs/hf/bart-base.json; PEFT[bart-base-lora]=bench/compare/peft/bart_lora_r8.json
-ROWS=${ROWS:-"gpt2-full gpt2-lora t5-base-lora bart-base-lora"}
+P=bench/compare/peft
+declare -A MODEL PEFT EXTRA
+MODEL[gpt2-full]=configs/hf/gpt2.json;              PEFT[gpt2-full]=
+MODEL[gpt2-lora]=configs/hf/gpt2.json;              PEFT[gpt2-lora]=$P/gpt2_lora_r16.json
+MODEL[t5-base-lora]=configs/hf/t5-base.json;        PEFT[t5-base-lora]=$P/t5_lora_r8.json
+MODEL[bart-base-lora]=configs/hf/bart-base.json;    PEFT[bart-base-lora]=$P/bart_lora_r8.json
+MODEL[gpt2-adapter]=configs/hf/gpt2.json;           PEFT[gpt2-adapter]=$P/adapter_rf8.json
+MODEL[t5-base-adapter]=configs/hf/t5-base.json;     PEFT[t5-base-adapter]=$P/adapter_rf8.json
+MODEL[bart-base-adapter]=configs/hf/bart-base.json; PEFT[bart-base-adapter]=$P/adapter_rf8.json
+MODEL[vl-bart-base-adapter]=configs/hf/bart-base.json
+PEFT[vl-bart-base-adapter]=$P/vl_bart_adapter_single.json; EXTRA[vl-bart-base-adapter]="--visual 36"
+MODEL[vit-b16-lora]=configs/hf/vit-base-patch16-224.json; PEFT[vit-b16-lora]=$P/vit_lora_r16.json
+ROWS=${ROWS:-"gpt2-full gpt2-lora t5-base-lora bart-base-lora gpt2-adapter t5-base-adapter bart-base-adapter
+vl-bart-base-adapter vit-b16-lora"}
 
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 log=$(mktemp)
+err=$(mktemp)
+# Runs one side, prefixing its JSON line with the row; on failure shows that side's stderr and stops.
+run() {
+  local row=$1
+  shift
+  if ! out=$("$@" 2>"$err"); then
+    echo "run_cpu: row $row failed: $*" >&2
+    tail -5 "$err" >&2
+    exit 1
+  fi
+  echo "$out" | sed "s/^{/{\"row\": \"$row\", /" | tee -a "$log"
+}
 for row in $ROWS; do
+  [ -n "${MODEL[$row]:-}" ] || { echo "run_cpu: unknown row $row (${!MODEL[*]})" >&2; exit 2; }
   args=(--model "${MODEL[$row]}" --batch "$BATCH" --seq "$SEQ")
   [ -n "${PEFT[$row]}" ] && args+=(--peft "${PEFT[$row]}")
-  for rep in $(seq "$REPS"); do
-    build/bench/train_step "${args[@]}" | sed "s/^{/{\"row\": \"$row\", /" | tee -a "$log"
-    "$PY" tools/reference/bench_torch.py "${args[@]}" --threads "$THREADS" 2>/dev/null \
-      | sed "s/^{/{\"row\": \"$row\", /" | tee -a "$log"
+  # shellcheck disable=SC2206  # EXTRA holds flags split on spaces on purpose
+  [ -n "${EXTRA[$row]:-}" ] && args+=(${EXTRA[$row]})
+  for _ in $(seq "$REPS"); do
+    run "$row" build/bench/train_step "${args[@]}"
+    run "$row" "$PY" tools/reference/bench_torch.py "${args[@]}" --threads "$THREADS"
   done
 done
 "$PY" tools/reference/compare_table.py "$log" --threads "$THREADS"

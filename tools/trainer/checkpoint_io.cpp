@@ -50,7 +50,7 @@ SafetensorsFile open_verified(const std::string& path) {
 
 void save_training_checkpoint(const Session& s, const std::string& path) {
   NamedTensors tensors;
-  for (auto& [name, t] : s.model->state_dict()) tensors.push_back({"model." + name, t});
+  for (auto& [name, t] : s.net().state_dict()) tensors.push_back({"model." + name, t});
   for (auto& [name, t] : export_optimizer_state(s.opt)) tensors.push_back({"optim." + name, t});
   SafetensorsMetadata meta;
   meta["format"] = "vlpeft-train-1";
@@ -62,6 +62,7 @@ void save_training_checkpoint(const Session& s, const std::string& path) {
   std::snprintf(best, sizeof best, "%.17g", s.best_score);
   meta["best_score"] = best;
   meta["config"] = config_to_json(s.cfg).dump();
+  if (s.files) meta["loader_position"] = data::position_to_json(s.loader_pos);
   meta["data_fnv1a"] = checksum(tensors);
   // save_safetensors writes a temporary file, fsyncs it, renames it into place and fsyncs the directory.
   save_safetensors(path, tensors, meta);
@@ -76,7 +77,7 @@ void load_training_checkpoint(Session& s, const std::string& path) {
   };
   VLP_CHECK(meta("format") == "vlpeft-train-1", "checkpoint '", path, "' has format '", meta("format"), "'");
   // Check everything before changing anything.
-  auto state = s.model->state_dict();
+  auto state = s.net().state_dict();
   for (auto& [name, t] : state) {
     const Tensor* src = f.find("model." + name);
     VLP_CHECK(src, "checkpoint '", path, "' has no tensor for parameter '", name, "' (another model or PEFT setup?)");
@@ -97,9 +98,13 @@ void load_training_checkpoint(Session& s, const std::string& path) {
   s.dropout_gen.seed = std::stoull(meta("rng_seed"));
   s.dropout_gen.offset = std::stoull(meta("rng_offset"));
   s.best_score = std::stod(meta("best_score"));
+  if (s.files) {
+    s.loader_pos = data::position_from_json(meta("loader_position"));
+    s.loader_started = false;  // the next micro-batch restarts the loader there
+  }
 }
 
-void load_model_weights(VLSeq2Seq& model, const std::string& path) {
+void load_model_weights(Module& model, const std::string& path) {
   SafetensorsFile f = open_verified(path);
   int64_t copied = 0;
   for (auto& [name, t] : model.state_dict()) {

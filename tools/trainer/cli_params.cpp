@@ -9,13 +9,11 @@ namespace vlp::trainer {
 
 TrainerParams trainer_params(const Session& s) {
   TrainerParams p;
-  p.total = s.model->num_parameters();
-  p.visual_embedding = s.model->visual_embedding->num_parameters();
-  // The model as built before PEFT (same config): what the PEFT method added is the difference.
-  // Building it draws initial weights from the process-wide generator: keep that generator's state.
-  const Generator saved = default_generator();
-  const int64_t base = VLSeq2Seq(model_config(s.cfg)).num_parameters();
-  default_generator() = saved;
+  p.total = s.net().num_parameters();
+  const Linear* proj = s.gpt2 ? s.gpt2->visual_projection.get() : s.classifier ? s.classifier->visual_projection.get() : nullptr;
+  p.visual_embedding = s.model ? s.model->visual_embedding->num_parameters() : proj ? proj->num_parameters() : 0;
+  // The model before PEFT (counted by make_session): what the PEFT method added is the difference.
+  const int64_t base = s.base_parameters;
   p.backbone = base - p.visual_embedding;
   p.peft = p.total - base;
   for (const auto& [name, t] : s.trainable) p.trainable += t.numel();
@@ -23,7 +21,8 @@ TrainerParams trainer_params(const Session& s) {
 }
 
 std::string format_trainer_params(const Session& s, const TrainerParams& p) {
-  const std::string method = !s.cfg.peft_type.empty() ? s.cfg.peft_type
+  const std::string method = !s.cfg.peft_recipe.empty() ? "recipe " + s.cfg.peft_recipe
+                             : !s.cfg.peft_type.empty() ? s.cfg.peft_type
                              : !s.cfg.peft_config.empty() ? s.cfg.peft_config
                              : s.cfg.freeze_backbone ? "frozen backbone (visual projection only)"
                                                      : "full fine-tuning";

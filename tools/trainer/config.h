@@ -35,9 +35,45 @@ struct TrainConfig {
   int64_t eval_every = 100, save_every = 100, log_every = 10;
   int64_t max_new_tokens = 3;
   bool progress = true;
-  std::string device = "cpu";       // "cpu" or "cuda[:i]": where the model, its batches and the optimizer state live
   int64_t threads = 0;              // OpenMP threads (0 = leave as is); tiny models run best on 1
   double peak_tflops = 989.0;       // MFU denominator (spec/performance.md: bf16 dense peak of H100/H200)
+
+  // ---- File-backed tasks (tools/trainer/file_data.h): `tasks` from vqa, gqa, nlvr2, caption. ----
+  // Files per task and split ("train", "val", "test"), comma lists; empty = the make-data layout under
+  // data_dir. VQA: VL-T5 Karpathy lists or official v2_OpenEnded_*_questions.json (annotations found
+  // beside them by name); GQA: VL-T5 lists or official questions1.2 files; NLVR2: official JSON lines or
+  // VL-T5 lists; caption: Karpathy dataset_coco.json with "@split+split" (e.g. "@train+restval") or a
+  // COCO-format captions json.
+  std::string data_dir;
+  std::string features_dir;  // only referenced as "{features_dir}" in other keys (e.g. coco_images)
+  // Any string value may use "{data_dir}", "{features_dir}" and "{model_dir}" (replaced after --set).
+  std::string vqa_train, vqa_val, vqa_test, gqa_train, gqa_val, gqa_test, nlvr2_train, nlvr2_val, nlvr2_test,
+      caption_train, caption_val, caption_test;
+  std::string vqa_official;  // official questions files whose annotations give Karpathy splits the human answers
+  std::string answer_vocab;  // trainval_ans2label.json: VQA labels outside it are dropped
+  // Images: a directory of image files (tiny models: linear patch features) or a feature directory
+  // (index.json + shards, models/features.h). COCO serves vqa and caption.
+  std::string coco_images, gqa_images, nlvr2_images;
+  std::string tokenizer;     // "" / "words": word vocabulary from the training texts; or spiece.model,
+                             // tokenizer.json, "vocab.json,merges.txt", or a directory holding one
+  // The VL model: "seq2seq" (VL-T5 / VL-BART, every task), "gpt2_prefix" (backbone gpt2, a pooled visual
+  // vector as GPT-2's first position; caption only; spec §3.4) or "encoder_classifier" (the t5 / bart
+  // encoder over [visual; question] with an answer classifier; vqa only, needs answer_vocab; spec §3.5).
+  // The last two read one pooled vector per image (the mean of the image's tokens or patch features).
+  std::string model_kind = "seq2seq";
+  int64_t warmup_steps = 0;  // > 0: linear warmup over this many steps (instead of warmup_ratio)
+  std::string model_dir;     // a transformers t5 / bart checkpoint directory (config.json + weights):
+                             // the backbone (d_model, layers, ... are then ignored)
+  int64_t vocab_extra_rows = 0;    // rows appended to the embedding (VL-BART: 200 added tokens)
+  std::string peft_recipe;         // a VL-Adapter recipe of models/peft/recipes.h (adapter_single, ...)
+  int64_t multitask_batch_base = 0;  // > 0: per-task batch sizes from B0 (spec §2.10); 0: batch_size for all
+  int64_t epochs = 0;              // > 0: steps = epochs x batches per epoch / grad_accum
+  int64_t max_text_length = 20, max_target_length = 40;  // input / target truncation (tokens)
+  int64_t gen_max_length = 20, caption_beams = 5;        // generation: VQA/GQA greedy, captions beam search
+  std::string eval_split = "val";  // the split evaluated during training and by `vlpeft eval`
+  int64_t eval_limit = 0;          // > 0: evaluate at most this many examples (images) per task
+  int64_t workers = 0;             // data-loader threads
+  bool gqa_prefix_compat = false;  // "gpa: " as the original code
 };
 
 // Parses a config object (source names it in errors), then applies overrides "key=value" (value parsed as
@@ -46,8 +82,12 @@ TrainConfig parse_config(const nlohmann::json& j, const std::string& source,
                          const std::vector<std::string>& overrides = {});
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 nlohmann::json config_to_json(const TrainConfig& c);
-// Checks paths and ranges; errors name the key.
+// Checks paths and ranges; errors name the key (every missing path is listed).
 void validate_config(const TrainConfig& c);
+// True when the tasks are the file-backed ones (vqa, gqa, nlvr2, caption), false for the synthetic ones.
+bool uses_files(const TrainConfig& c);
 std::vector<std::string> split_list(const std::string& s);
+// One line per key (or group of keys): what it means. `vlpeft train --help` and --print-config show it.
+const std::vector<std::pair<std::string, std::string>>& config_key_docs();
 
 }  // namespace vlp::trainer

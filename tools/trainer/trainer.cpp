@@ -14,16 +14,11 @@
 #include "autograd/graph.h"
 #include "autograd/ops.h"
 #include "models/peft/peft.h"
+#include "models/peft/recipes.h"
 #include "runtime/error.h"
 
 namespace vlp::trainer {
 namespace {
-
-// A collated batch's tensors on the model's device (cfg.device); a no-op on the CPU.
-void batch_to_device(VLBatch& b, Device device) {
-  for (Tensor* t : {&b.input_ids, &b.attention_mask, &b.feats, &b.labels})
-    if (t->defined()) *t = convert(*t, t->dtype(), device);
-}
 
 // splitmix64: the schedule's shuffles (portable, unlike std::shuffle's distribution).
 uint64_t mix(uint64_t x) {
@@ -48,6 +43,41 @@ int64_t batches_of(const Session& s, size_t t) {
 }
 
 }  // namespace
+
+MicroBatch next_micro_batch(Session& s) {
+  MicroBatch mb;
+  if (s.files) {
+    data::MultiTaskLoader& loader = *s.files->loader;
+    if (!s.loader_started) {
+      loader.start(s.loader_pos);
+      s.loader_started = true;
+    }
+    data::LoadedBatch lb;
+    while (!loader.next(lb)) loader.start(loader.position());  // the epoch ended: the next one
+    s.loader_pos = loader.position();
+    ++s.micro_batch;
+    mb.task = int(lb.batch.task_index);
+    mb.input_ids = lb.tensors.at("input_ids");
+    mb.attention_mask = lb.tensors.at("attention_mask");
+    mb.labels = lb.tensors.at("labels");
+    mb.weights = lb.tensors.at("weights");
+    mb.visual.feats = lb.tensors.at("feats");
+    mb.visual.n_images = s.tasks[size_t(mb.task)] == "nlvr2" ? 2 : 1;
+    mb.pooled = lb.tensors.at("pooled");
+    if (lb.tensors.count("targets")) mb.targets = lb.tensors.at("targets");
+    return mb;
+  }
+  auto [t, idx] = batch_at(s, s.micro_batch++);
+  std::vector<const VLExample*> ex;
+  for (int64_t i : idx) ex.push_back(&s.train_data[size_t(t)][size_t(i)]);
+  VLBatch b = collate(s.tasks[size_t(t)], t, ex, s.n_patches, s.patch_dim);
+  mb.task = t;
+  mb.input_ids = b.input_ids;
+  mb.attention_mask = b.attention_mask;
+  mb.labels = b.labels;
+  mb.visual.feats = b.feats;
+  return mb;
+}
 
 VLSeq2SeqConfig model_config(const TrainConfig& c) {
   VLSeq2SeqConfig m;
@@ -87,41 +117,61 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
   auto s = std::make_unique<Session>();
   s->cfg = cfg;
   s->tasks = split_list(cfg.tasks);
-  for (const std::string& t : s->tasks) {
-    s->train_data.push_back(make_split(t, "train", cfg.train_examples, cfg.data_seed, cfg.image_size, cfg.patch,
-                                       cfg.task_prefix));
-    s->eval_data.push_back(make_split(t, "eval", cfg.eval_examples, cfg.data_seed, cfg.image_size, cfg.patch,
-                                      cfg.task_prefix));
-  }
-  const int64_t g = cfg.image_size / cfg.patch;
-  s->n_patches = g * g;
-  s->patch_dim = cfg.patch * cfg.patch * 3;
-  manual_seed(cfg.seed);
-  s->model = std::make_unique<VLSeq2Seq>(model_config(cfg));
-  if (!cfg.init_from.empty()) load_model_weights(*s->model, cfg.init_from);
-  s->model->set_requires_grad(false);
-  if (!cfg.peft_config.empty() || !cfg.peft_type.empty()) {
-    peft::PeftConfig pc;
-    if (!cfg.peft_config.empty()) {
-      pc = peft::load_peft_config(cfg.peft_config);
+  if (uses_files(cfg)) {
+    s->files = make_file_data(cfg);
+    manual_seed(cfg.seed);
+    if (cfg.model_kind == "seq2seq") {
+      s->model = std::make_unique<VLSeq2Seq>(file_model_config(cfg, *s->files));
+      if (!cfg.model_dir.empty()) load_backbone_weights(s->model->backbone(), cfg);
     } else {
+      build_kind_model(*s);
+    }
+    if (cfg.epochs > 0) {
+      const int64_t mb = cfg.epochs * s->files->loader->batches_per_epoch();
+      s->cfg.steps = (mb + cfg.grad_accum - 1) / cfg.grad_accum;
+    }
+  } else {
+    for (const std::string& t : s->tasks) {
+      s->train_data.push_back(make_split(t, "train", cfg.train_examples, cfg.data_seed, cfg.image_size, cfg.patch,
+                                         cfg.task_prefix));
+      s->eval_data.push_back(make_split(t, "eval", cfg.eval_examples, cfg.data_seed, cfg.image_size, cfg.patch,
+                                        cfg.task_prefix));
+    }
+    const int64_t g = cfg.image_size / cfg.patch;
+    s->n_patches = g * g;
+    s->patch_dim = cfg.patch * cfg.patch * 3;
+    manual_seed(cfg.seed);
+    s->model = std::make_unique<VLSeq2Seq>(model_config(cfg));
+  }
+  if (!cfg.init_from.empty()) load_model_weights(s->net(), cfg.init_from);
+  s->net().set_requires_grad(false);
+  s->base_parameters = s->net().num_parameters();
+  bool full = cfg.peft_config.empty() && cfg.peft_type.empty() && !cfg.freeze_backbone;
+  peft::PeftConfig pc;
+  if (!cfg.peft_recipe.empty()) {
+    const peft::VlRecipe r = peft::vl_adapter_recipe(cfg.peft_recipe, cfg.backbone, s->tasks);
+    full = r.full_finetuning;
+    pc = r.config;
+  }
+  if (!full && (!cfg.peft_config.empty() || !cfg.peft_type.empty() || !cfg.peft_recipe.empty())) {
+    if (cfg.peft_recipe.empty() && !cfg.peft_config.empty()) {
+      pc = peft::load_peft_config(cfg.peft_config);
+    } else if (cfg.peft_recipe.empty()) {
       nlohmann::json j = cfg.peft_json;
       j["peft_type"] = cfg.peft_type;
       pc = peft::parse_peft_config(j, "config peft_type/peft_json");
     }
-    peft::add_adapter(s->model->backbone(), pc, "default", cfg.seed);
-    s->model->adopt_backbone_children();  // prompt tables live on the backbone
+    peft::add_adapter(s->model ? s->model->backbone() : kind_backbone(*s), pc, "default", cfg.seed);
+    if (s->model) s->model->adopt_backbone_children();  // prompt tables live on the backbone
     s->peft = true;
-    // The visual projection is always trainable (spec §2.2); the shared rows it reads stay frozen.
-    s->model->visual_embedding->set_requires_grad(true);
-  } else if (cfg.freeze_backbone) {
-    s->model->visual_embedding->set_requires_grad(true);
+    mark_always_trainable(*s);
+  } else if (!full) {
+    mark_always_trainable(*s);
   } else {
-    s->model->set_requires_grad(true);
+    s->net().set_requires_grad(true);
   }
-  s->model->to_device(parse_device(cfg.device));  // after the adapters, before the optimizer sees the parameters
   ParamGroup decay, no_decay;
-  for (auto& [name, p] : s->model->named_parameters()) {
+  for (auto& [name, p] : s->net().named_parameters()) {
     if (!p.requires_grad()) continue;
     s->trainable.push_back({name, p});
     ParamGroup& g2 = name.find("bias") != std::string::npos ? no_decay : decay;
@@ -159,7 +209,15 @@ std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_ba
   return {t, std::vector<int64_t>(perm.begin() + j * B, perm.begin() + (j + 1) * B)};
 }
 
-std::map<std::string, double> evaluate(Session& s, int64_t max_examples) {
+std::map<std::string, double> evaluate(Session& s, int64_t max_examples, bool write_predictions) {
+  if (s.files) {
+    s.net().train(false);
+    const Predictor predict = s.model ? seq2seq_predictor(*s.files, s.cfg, *s.model) : kind_predictor(s);
+    auto m = evaluate_files(*s.files, s.cfg, predict, s.cfg.eval_split, &s.last_primary,
+                            write_predictions ? s.cfg.out_dir + "/predictions" : "");
+    s.net().train(true);
+    return m;
+  }
   NoGradGuard no_grad;
   std::map<std::string, double> out;
   GenerationOptions opt;
@@ -172,13 +230,12 @@ std::map<std::string, double> evaluate(Session& s, int64_t max_examples) {
       std::vector<const VLExample*> ex;
       for (int64_t k = i; k < std::min<int64_t>(n, i + 64); ++k) ex.push_back(&data[size_t(k)]);
       VLBatch b = collate(s.tasks[t], int(t), ex, s.n_patches, s.patch_dim);
-      batch_to_device(b, parse_device(s.cfg.device));
       VisualInput vi;
       vi.feats = b.feats;
       ForwardContext ctx;
       ctx.task = int(t);
       GenerationOutput g = s.model->generate(b.input_ids, b.attention_mask, vi, opt, ctx);
-      Tensor seq = convert(g.sequences, DType::I64, Device::cpu());  // read on the host
+      Tensor seq = contiguous(g.sequences);
       const int64_t L = seq.size(1);
       for (size_t r = 0; r < ex.size(); ++r) {
         std::vector<int64_t> ids(seq.data<int64_t>() + int64_t(r) * L + 1, seq.data<int64_t>() + int64_t(r + 1) * L);
@@ -225,43 +282,45 @@ RunSummary train(Session& s) {
   std::ofstream log(log_path, std::ios::app);
   const char* kill_env = std::getenv("VLP_TRAINER_KILL_AT_STEP");
   const int64_t kill_at = kill_env ? std::atoll(kill_env) : -1;
-  const int64_t warmup = int64_t(c.warmup_ratio * double(c.steps));
+  const int64_t warmup = c.warmup_steps > 0 ? c.warmup_steps : int64_t(c.warmup_ratio * double(c.steps));
   std::vector<Tensor> params;
   for (auto& [n, p] : s.trainable) params.push_back(p);
   RunSummary sum;
   int64_t tokens = 0, samples = 0;
   double flops = 0;
-  const double N = double(s.model->num_parameters()), N_tr = double(params.size() ? 0 : 0);
+  const double N = double(s.net().num_parameters()), N_tr = double(params.size() ? 0 : 0);
   double n_trainable = 0;
   for (auto& p : params) n_trainable += double(p.numel());
   (void)N_tr;
   const double per_token = s.peft ? 4 * N + 6 * n_trainable : 6 * N;
   const auto t0 = std::chrono::steady_clock::now();
   ForwardContext ctx;
-  ctx.training = c.dropout > 0;
+  ctx.training = c.dropout > 0 || !c.model_dir.empty();  // a checkpoint brings its own dropout rates
   ctx.generator = &s.dropout_gen;
-  s.model->train(true);
+  s.net().train(true);
   while (s.step < c.steps) {
     double loss_sum = 0;
     int task_index = 0;
     for (int64_t a = 0; a < c.grad_accum; ++a) {
-      auto [t, idx] = batch_at(s, s.micro_batch++);
+      MicroBatch b = next_micro_batch(s);
+      const int t = b.task;
       task_index = t;
-      std::vector<const VLExample*> ex;
-      for (int64_t i : idx) ex.push_back(&s.train_data[size_t(t)][size_t(i)]);
-      VLBatch b = collate(s.tasks[size_t(t)], t, ex, s.n_patches, s.patch_dim);
-      batch_to_device(b, parse_device(s.cfg.device));
-      VisualInput vi;
-      vi.feats = b.feats;
       ctx.task = t;
-      Seq2SeqOutput out = s.model->forward(b.input_ids, b.attention_mask, vi, b.labels, ctx);
-      const double lv = out.loss.item();
+      Tensor loss;
+      if (s.model) {
+        Seq2SeqOutput out = s.model->forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx);
+        // File-backed tasks: VL-Adapter's loss (spec §2.11), per-example token mean x the target's weight.
+        loss = b.weights.defined() ? weighted_seq2seq_loss(out.logits, b.labels, b.weights) : out.loss;
+      } else {
+        loss = kind_loss(s, b, ctx);
+      }
+      const double lv = loss.item();
       VLP_CHECK(std::isfinite(lv), "training stopped: the loss is ", lv, " at step ", s.step + 1, " (task '",
                 s.tasks[size_t(t)], "', micro-batch ", s.micro_batch - 1,
                 "); lower lr (", c.lr, ") or check the data; the last good checkpoint is ", last);
       loss_sum += lv;
-      backward(mul(out.loss, 1.0 / double(c.grad_accum)));
-      const int64_t enc_t = b.input_ids.size(1) + s.n_patches, dec_t = b.labels.size(1);
+      backward(mul(loss, 1.0 / double(c.grad_accum)));
+      const int64_t enc_t = b.input_ids.size(1) + (s.model ? b.visual.feats.size(1) : 1), dec_t = b.labels.size(1);
       const int64_t B = b.input_ids.size(0);
       tokens += B * (enc_t + dec_t);
       samples += B;
@@ -288,8 +347,9 @@ RunSummary train(Session& s) {
     const bool do_eval = c.eval_every > 0 && (s.step % c.eval_every == 0 || s.step == c.steps);
     if (do_eval) {
       auto m = evaluate(s);
+      const auto& scores = s.files ? s.last_primary : m;  // file tasks: one main score per task
       double mean = 0;
-      for (auto& [k, v] : m) mean += v / double(m.size());
+      for (auto& [k, v] : scores) mean += v / double(scores.size());
       nlohmann::json j = {{"step", s.step}, {"eval", m}, {"eval_mean", mean}};
       log << j.dump() << "\n" << std::flush;
       if (c.progress) std::fprintf(stderr, "\n[eval step %lld] %s\n", (long long)s.step, j["eval"].dump().c_str());

@@ -15,9 +15,11 @@
 #include <vector>
 
 #include "autograd/optim.h"
+#include "models/vl/vl_prefix.h"
 #include "models/vl/vl_seq2seq.h"
 #include "runtime/rng.h"
 #include "tools/trainer/config.h"
+#include "tools/trainer/file_data.h"
 #include "tools/trainer/vl_tasks.h"
 
 namespace vlp::trainer {
@@ -26,7 +28,10 @@ VLSeq2SeqConfig model_config(const TrainConfig& c);
 
 struct Session {
   TrainConfig cfg;
-  std::unique_ptr<VLSeq2Seq> model;
+  std::unique_ptr<VLSeq2Seq> model;  // model_kind seq2seq; else one of:
+  std::unique_ptr<GPT2WithVisualPrefix> gpt2;
+  std::unique_ptr<VLEncoderClassifier> classifier;
+  Module& net() const { return model ? static_cast<Module&>(*model) : gpt2 ? static_cast<Module&>(*gpt2) : *classifier; }
   std::vector<std::string> tasks;
   std::vector<std::vector<VLExample>> train_data, eval_data;
   int64_t n_patches = 0, patch_dim = 0;
@@ -36,6 +41,13 @@ struct Session {
   int64_t step = 0, micro_batch = 0;
   double best_score = -1.0;
   bool peft = false;
+  int64_t base_parameters = 0;  // the model's parameters before PEFT attached anything
+  // File-backed tasks (cfg.tasks from vqa, gqa, nlvr2, caption): data, loader and its position (the next
+  // micro-batch; saved in checkpoints as metadata "loader_position").
+  std::unique_ptr<FileData> files;
+  data::LoaderPosition loader_pos;
+  bool loader_started = false;
+  std::map<std::string, double> last_primary;  // per task: the main score of the last evaluation
 };
 
 // Builds data and model (seeded), loads init_from, attaches PEFT, freezes per method, makes the optimizer.
@@ -44,8 +56,35 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg);
 // The micro-batch at a global index: (task index, example indices); deterministic in (seed, index).
 std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_batch);
 
-// Greedy-generation accuracy (exact match of the answer) per task on the eval split.
-std::map<std::string, double> evaluate(Session& s, int64_t max_examples = -1);
+// Synthetic tasks: greedy-generation accuracy (exact match of the answer) per task on the eval split.
+// File-backed tasks: every metric of evaluate_files on cfg.eval_split (max_examples ignored; eval_limit
+// applies), predictions written under cfg.out_dir/predictions when write_predictions.
+std::map<std::string, double> evaluate(Session& s, int64_t max_examples = -1, bool write_predictions = false);
+
+
+// The next training micro-batch (synthetic schedule or the file loader), advancing the data position.
+struct MicroBatch {
+  int task = 0;
+  Tensor input_ids, attention_mask, labels, weights;  // weights: file tasks only (spec §2.11 loss)
+  VisualInput visual;
+  Tensor pooled, targets;  // gpt2_prefix / encoder_classifier (FileBatch)
+};
+MicroBatch next_micro_batch(Session& s);
+
+// File-backed tasks: the model config (a tiny model from the config's sizes with the codec's vocabulary,
+// or model_dir's config.json) and loading model_dir's weights (vocab_extra_rows appended, N(0, 0.02)).
+VLSeq2SeqConfig file_model_config(const TrainConfig& c, const FileData& d);
+// backbone: the T5 / BART / GPT-2 LM module the checkpoint's names address.
+void load_backbone_weights(Module& backbone, const TrainConfig& c);
+
+// The routing model shapes (routing_models.cpp): build from the config / model_dir, the module PEFT
+// attaches to, the always-trainable parts (visual projection; the classifier head), the loss of a batch
+// (sets ctx.visual, the routing input) and predictions.
+void build_kind_model(Session& s);
+Module& kind_backbone(Session& s);
+void mark_always_trainable(Session& s);
+Tensor kind_loss(Session& s, const MicroBatch& b, ForwardContext& ctx);
+Predictor kind_predictor(Session& s);
 
 struct RunSummary {
   int64_t steps = 0;
@@ -66,7 +105,7 @@ void save_training_checkpoint(const Session& s, const std::string& path);
 // when it is truncated, corrupt or does not fit. Restores weights, optimizer, RNG, data position, step.
 void load_training_checkpoint(Session& s, const std::string& path);
 // Copies only the model weights of a checkpoint (non-strict over adapters) into a model.
-void load_model_weights(VLSeq2Seq& model, const std::string& path);
+void load_model_weights(Module& model, const std::string& path);
 
 int64_t peak_rss_bytes();
 // Writes an SVG plot of loss and eval metrics from a metrics.jsonl.
