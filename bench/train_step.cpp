@@ -50,6 +50,13 @@ using namespace vlp;
 
 namespace {
 
+// A forward context in training mode (dropout on); the other fields keep their defaults.
+ForwardContext training_context() {
+  ForwardContext ctx;
+  ctx.training = true;
+  return ctx;
+}
+
 constexpr int64_t kVlAddedTokens = 200;  // <extra_id_0..99>, <vis_extra_id_0..99> (spec/peft.md §2.1)
 
 struct Args {
@@ -136,7 +143,7 @@ void make_gpt2(const Args& a, Bench& b) {
   Tensor ids = random_ids(a.batch, a.seq, m->config.vocab_size, 1);
   GPT2Input in{.input_ids = ids, .labels = ids};
   auto* raw = m.get();
-  b.loss = [raw, in] { return raw->forward(in, ForwardContext{.training = true}).loss; };
+  b.loss = [raw, in] { return raw->forward(in, training_context()).loss; };
   b.tokens = a.batch * a.seq;
   b.attention_flops = 6.0 * double(m->config.n_layer * a.seq * m->config.n_embd) * double(b.tokens);
   b.model = std::move(m);
@@ -160,7 +167,7 @@ void make_text_seq2seq(const Args& a, const std::string& type, Bench& b) {
   in.encoder.input_ids = random_ids(a.batch, a.seq, vocab, 1);
   in.labels = random_ids(a.batch, a.seq, vocab, 2);
   Module* raw = b.model.get();
-  const ForwardContext ctx{.training = true};
+  const ForwardContext ctx = training_context();
   if (type == "t5")
     b.loss = [raw, in, ctx] { return static_cast<T5ForConditionalGeneration*>(raw)->forward(in, ctx).loss; };
   else
@@ -202,7 +209,7 @@ void make_vl_bart(const Args& a, Bench& b) {
     raw->visual_embedding->set_requires_grad(true);  // spec §2.2: always trainable
   };
   b.loss = [raw, batch] {
-    return raw->forward(batch->ids, Tensor(), batch->visual, batch->labels, ForwardContext{.training = true}).loss;
+    return raw->forward(batch->ids, Tensor(), batch->visual, batch->labels, training_context()).loss;
   };
   const int64_t t_enc = a.seq + a.visual;
   b.tokens = a.batch * (t_enc + a.seq);
@@ -226,7 +233,7 @@ void make_vit(const Args& a, Bench& b) {
   b.float_inputs = {&batch->pixels};
   ViTForImageClassification* raw = m.get();
   b.loss = [raw, batch] {
-    return cross_entropy(raw->forward(batch->pixels, ForwardContext{.training = true}).logits, batch->labels);
+    return cross_entropy(raw->forward(batch->pixels, training_context()).logits, batch->labels);
   };
   b.seq = 1 + c.grid_height() * c.grid_width();
   b.tokens = a.batch * b.seq;
