@@ -70,6 +70,24 @@ PrefixTargets prefix_targets(Module& model, const std::string& source) {
   return t;
 }
 
+// The prefix table: n rows of `width` (every key and value block of a virtual token), N(0, 1) as HF's
+// nn.Embedding; with prefix_projection, n rows of d through HF's Linear(d, h) - tanh - Linear(h, width).
+PromptEncoder& register_prefix_encoder(AttachContext& ctx, int64_t n, int64_t d, int64_t width, bool projection) {
+  const PeftConfig& c = ctx.config;
+  PromptEncoder& enc = register_prompt_encoder(ctx, n, projection ? d : width);
+  {
+    NoGradGuard no_grad;
+    normal_(enc.embedding.weight, 0.0, 1.0, &ctx.generator);
+  }
+  if (projection) {
+    const int64_t h = c.get_int("encoder_hidden_size", 0) > 0 ? c.get_int("encoder_hidden_size", 0) : d;
+    enc.activation = "tanh";
+    enc.add_layer("transform", 0, d, h, ctx.generator);
+    enc.add_layer("transform", 2, h, width, ctx.generator);
+  }
+  return enc;
+}
+
 }  // namespace
 
 void attach_prefix_tuning(AttachContext& ctx) {
@@ -92,17 +110,7 @@ void attach_prefix_tuning(AttachContext& ctx) {
             c.task_type, "') does not fit this ", m.encoder_decoder ? "encoder-decoder (SEQ_2_SEQ_LM, 2)" : "decoder-only model (1)");
   const bool projection = c.get_bool("prefix_projection", false) && !c.get_bool("inference_mode", false);
   // HF's PrefixEncoder has num_virtual_tokens rows whatever the submodule count.
-  PromptEncoder& enc = register_prompt_encoder(ctx, n, projection ? d : L * 2 * d);
-  {
-    NoGradGuard no_grad;
-    normal_(enc.embedding.weight, 0.0, 1.0, &ctx.generator);
-  }
-  if (projection) {
-    const int64_t h = c.get_int("encoder_hidden_size", 0) > 0 ? c.get_int("encoder_hidden_size", 0) : d;
-    enc.activation = "tanh";
-    enc.add_layer("transform", 0, d, h, ctx.generator);
-    enc.add_layer("transform", 2, h, L * 2 * d, ctx.generator);
-  }
+  PromptEncoder& enc = register_prefix_encoder(ctx, n, d, L * 2 * d, projection);
   for (int64_t l = 0; l < L; ++l) {
     // Encoder-decoders: HF's duplicated (self, cross) groups, see prefix_tuning.h.
     const int64_t key_block = m.encoder_decoder ? (4 * l) % (2 * L) : 2 * l;
@@ -146,17 +154,7 @@ void attach_vl_prefix_tuning(AttachContext& ctx) {
   VLP_CHECK(!sites.empty(), c.source, ": field 'locations' selects no attention");
   const int64_t S = int64_t(sites.size());
   const bool projection = c.get_bool("prefix_projection", false);
-  PromptEncoder& enc = register_prompt_encoder(ctx, n, projection ? d : S * 2 * d);
-  {
-    NoGradGuard no_grad;
-    normal_(enc.embedding.weight, 0.0, 1.0, &ctx.generator);
-  }
-  if (projection) {
-    const int64_t h = c.get_int("encoder_hidden_size", 0) > 0 ? c.get_int("encoder_hidden_size", 0) : d;
-    enc.activation = "tanh";
-    enc.add_layer("transform", 0, d, h, ctx.generator);
-    enc.add_layer("transform", 2, h, S * 2 * d, ctx.generator);
-  }
+  PromptEncoder& enc = register_prefix_encoder(ctx, n, d, S * 2 * d, projection);
   for (int64_t k = 0; k < S; ++k)
     attach_adapter(*sites[size_t(k)], ctx.adapter_name, std::make_shared<PrefixAdapter>(&enc, 2 * k, n, m.heads));
 }
