@@ -2,7 +2,7 @@
 // bench/compare (tools/reference/bench_torch.py is the PyTorch side; both read the same arguments and
 // print the same JSON line).
 //
-//   build/bench/train_step --model configs/hf/gpt2.json --batch 4 --seq 128 [--peft cfg.json] \
+//   build/bench/train_step --model configs/hf/gpt2.json --batch 4 --seq 128 [--peft cfg.json]
 //                          [--visual 36] [--steps 5] [--warmup 2] [--device cuda] [--dtype bf16]
 //
 // Models (by the config's model_type): GPT-2, T5, BART on random token ids (encoder-decoders get decoder
@@ -141,7 +141,9 @@ double seq2seq_attention_flops(int64_t batch, int64_t t_enc, int64_t t_dec, int6
 void make_gpt2(const Args& a, Bench& b) {
   auto m = std::make_unique<GPT2LMHeadModel>(read_gpt2_config(a.model));
   Tensor ids = random_ids(a.batch, a.seq, m->config.vocab_size, 1);
-  GPT2Input in{.input_ids = ids, .labels = ids};
+  GPT2Input in;
+  in.input_ids = ids;
+  in.labels = ids;
   auto* raw = m.get();
   b.loss = [raw, in] { return raw->forward(in, training_context()).loss; };
   b.tokens = a.batch * a.seq;

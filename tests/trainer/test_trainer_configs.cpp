@@ -65,14 +65,14 @@ TEST(TrainerConfigs, EveryVlAdapterRecipeRowHasAConfigForBothBackbones) {
   const auto files = shipped_configs("vl_adapter");
   // spec/peft.md §2.14: 11 rows (full, 3 adapters, Hyperformer, 2 Compacters, 2 LoRA, 2 prompts).
   ASSERT_EQ(files.size(), 22u);
-  for (const std::string& bb : {"bart", "t5"})
+  for (const std::string bb : {"bart", "t5"})
     for (const std::string& r : peft::vl_recipe_names())
       EXPECT_TRUE(fs::exists(fs::path(VLP_SOURCE_DIR) / "configs/vl_adapter" / ("vl-" + bb + "-base_" + r + ".json")))
           << bb << " " << r;
 }
 
 TEST(TrainerConfigs, UnfilledPathsAreReportedByKey) {
-  for (const std::string& sub : {"vl_adapter", "routing"}) {
+  for (const std::string sub : {"vl_adapter", "routing"}) {
     for (const std::string& path : shipped_configs(sub)) {
       SCOPED_TRACE(path);
       TrainConfig c = load_config(path);
