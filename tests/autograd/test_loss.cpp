@@ -12,15 +12,7 @@ using test::all_close;
 using test::rand_input;
 using test::values_are;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 // One cross-entropy problem in plain values, with the reference loss and logits gradient.
 struct CeProblem {

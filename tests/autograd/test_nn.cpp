@@ -15,16 +15,7 @@ using test::all_close;
 using test::rand_input;
 using test::values_are;
 
-// The message of the vlp::Error f throws, or "" when it throws none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 // Softmax (or log-softmax) of row-major values of `shape` along dim, in double.
 std::vector<double> softmax_reference(const std::vector<double>& x, const Shape& shape, int64_t dim, bool log) {

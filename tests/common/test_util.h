@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <unistd.h>
@@ -77,5 +78,16 @@ struct ScratchDir {
   std::string string() const { return path.string(); }
   std::filesystem::path operator/(const std::string& rel) const { return path / rel; }
 };
+
+// The message of the exception fn throws ("" when it throws none), for asserting on error texts.
+template <class F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace vlp::test

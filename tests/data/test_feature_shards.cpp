@@ -16,14 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 // Three images in two shards, features [2, 3] stored as dtype.
 fs::path write_dir(const std::string& name, DType dtype, std::vector<Tensor>* values) {

@@ -4,6 +4,7 @@
 // ".<pattern>.<digits>." segment; default targets per backbone; rank_pattern / alpha_pattern.
 #include "models/peft/lora.h"
 #include "tests/peft/peft_fixture.h"
+#include "common/test_util.h"
 
 namespace vlp {
 namespace {
@@ -11,16 +12,7 @@ namespace {
 using nlohmann::json;
 using peft::parse_peft_config;
 
-// The message of the Error fn throws ("" when it does not throw).
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 TEST(PeftConfig, ParsesHfFields) {
   auto c = parse_peft_config(json::parse(R"({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4,

@@ -11,6 +11,7 @@
 #include "models/peft/ln_tuning.h"
 #include "models/peft/lora.h"
 #include "tests/peft/peft_fixture.h"
+#include "common/test_util.h"
 
 namespace vlp {
 namespace {
@@ -19,15 +20,7 @@ using nlohmann::json;
 
 peft::PeftConfig cfg(const std::string& text) { return peft::parse_peft_config(json::parse(text)); }
 
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 // A small model with a Linear, a LayerNorm and a Conv1D-layout Linear.
 struct TinyMlp : Module {

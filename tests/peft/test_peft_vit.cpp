@@ -16,6 +16,7 @@
 #include "models/peft/vit_names.h"
 
 #include "tests/peft/peft_fixture.h"
+#include "common/test_util.h"
 
 namespace vlp {
 namespace {
@@ -34,15 +35,7 @@ std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name;
 
 std::string vit_dir(const std::string& c) { return std::string(VLP_SOURCE_DIR) + "/tests/fixtures/peft_vit/" + c; }
 
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 // PEFT's tensors (or gradients, prefix "grad.") keyed by classic names.
 std::map<std::string, Tensor> classic_keyed(const std::map<std::string, Tensor>& hf, const std::string& prefix = "") {

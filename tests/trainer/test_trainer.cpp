@@ -22,14 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::vlp::test::error_of;
 
 const std::vector<std::string> kSmall = {"d_model=32", "layers=1", "heads=2", "d_ff=64", "train_examples=64",
                                          "eval_examples=16", "batch_size=8", "grad_accum=2", "dropout=0.1",
