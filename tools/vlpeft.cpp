@@ -52,6 +52,7 @@ struct Command {
 
 const Flag kConfig{"config", "FILE", "a training config (JSON); keys as printed by `vlpeft train --print-config`"};
 const Flag kSet{"set", "KEY=VALUE", "override one config key (repeatable)"};
+const Flag kDevice{"device", "DEV", "cpu, cuda or cuda:N (shortcut for --set device=DEV)"};
 const Flag kCheckpoint{"checkpoint", "PATH", "a training checkpoint, e.g. OUT/last.safetensors (its config is used "
                                              "unless --config is given)"};
 
@@ -63,19 +64,21 @@ const std::vector<Command>& commands() {
        {{"pretrain-steps", "N", "pretraining steps (default 1000)"},
         {"adapt-steps", "N", "adaptation steps per method (default 300)"},
         {"out", "DIR", "where checkpoints go (default vlpeft_demo)"},
-        {"only", "METHOD,...", "run only these methods (names as in the table)"}}},
+        {"only", "METHOD,...", "run only these methods (names as in the table)"},
+        {"device", "DEV", "cpu (default), cuda or cuda:N: where every run trains and evaluates (bf16 autocast on "
+                          "CUDA)"}}},
       {"train", "train from a config (JSON) with --set overrides", "vlpeft train [--config FILE] [--set KEY=VALUE]...",
        "Trains a VL model (VL-T5 / VL-BART, GPT-2 prefix, encoder classifier) on the synthetic tasks or on the\n"
        "VQAv2 / GQA / NLVR2 / COCO files (README: Training on real data; configs/ has the recipes).\n"
        "Checkpoints: OUT/last.safetensors, OUT/last.prev.safetensors, OUT/best.safetensors; log\n"
        "OUT/metrics.jsonl, plot OUT/metrics.svg. --set resume=true continues from OUT.",
-       {kConfig, kSet, {"print-config", nullptr, "print every config key with its value (and, under _keys, what it means) and exit"},
+       {kConfig, kSet, kDevice, {"print-config", nullptr, "print every config key with its value (and, under _keys, what it means) and exit"},
         {"check", nullptr, "only list the paths the config misses or leaves unfilled, by key (exit 1 when any)"}}},
       {"eval", "score a training checkpoint per task", "vlpeft eval --checkpoint PATH [--split NAME] [--config FILE] [--set KEY=VALUE]...",
        "Each task's metric on a split: VQA accuracy (official, legacy) and soft score, GQA accuracy, NLVR2\n"
        "accuracy and consistency, CIDEr-D, BLEU-4, ROUGE-L (synthetic tasks: exact match). Predictions go to\n"
        "OUT/predictions in the official result formats.",
-       {kCheckpoint, {"split", "NAME", "train, val or test (default: the config's eval_split)"}, kConfig, kSet}},
+       {kCheckpoint, {"split", "NAME", "train, val or test (default: the config's eval_split)"}, kConfig, kSet, kDevice}},
       {"generate", "answer a question about an image file, or show eval answers", "vlpeft generate --checkpoint PATH --image FILE [--question TEXT] [options]\n"
                    "       vlpeft generate --checkpoint PATH [--n N] [options]",
        "With --image: answers the question about the image file (or captions it, for a checkpoint with a\n"
@@ -88,7 +91,7 @@ const std::vector<Command>& commands() {
         {"n", "N", "without --image: examples per task (default 5)"},
         {"beams", "K", "beam search with K beams (default greedy)"},
         {"max-new-tokens", "N", "generation length (default: the config's max_new_tokens)"},
-        kConfig, kSet}},
+        kConfig, kSet, kDevice}},
       {"params", "parameter counts of HF configs or of a training config", "vlpeft params HF_CONFIG.json...\n       vlpeft params --config TRAIN.json [--set KEY=VALUE]...",
        "HF configs (gpt2, t5, bart, vit, clip; e.g. configs/hf/*.json): parameters as transformers'\n"
        "num_parameters() of the class the checkpoint is (tied weights once, buffers excluded; CLIP: the vision\n"
@@ -202,9 +205,16 @@ Args parse_args(const Command& c, int argc, char** argv, int first) {
   return a;
 }
 
+// --set overrides, then --device (a shortcut for --set device=DEV, so it wins).
+std::vector<std::string> overrides(const Args& a, std::vector<std::string> sets = {}) {
+  sets.insert(sets.end(), a.sets.begin(), a.sets.end());
+  if (a.has("device")) sets.push_back("device=" + a.get("device"));
+  return sets;
+}
+
 TrainConfig config_from(const Args& a) {
-  if (a.has("config")) return load_config(a.get("config"), a.sets);
-  return parse_config(nlohmann::json::object(), "defaults", a.sets);
+  if (a.has("config")) return load_config(a.get("config"), overrides(a));
+  return parse_config(nlohmann::json::object(), "defaults", overrides(a));
 }
 
 int cmd_train(const Command&, const Args& a) {
@@ -224,15 +234,20 @@ int cmd_train(const Command&, const Args& a) {
   auto s = make_session(c);
   int64_t trainable = 0;
   for (auto& [n, p] : s->trainable) trainable += p.numel();
-  std::printf("model: %s d=%lld, %lld parameters, %lld trainable (%.2f%%)\n", c.backbone.c_str(), (long long)c.d_model,
-              (long long)s->net().num_parameters(), (long long)trainable,
-              100.0 * double(trainable) / double(s->net().num_parameters()));
+  std::printf("model: %s d=%lld, %lld parameters, %lld trainable (%.2f%%); device %s, autocast %s\n", c.backbone.c_str(),
+              (long long)c.d_model, (long long)s->net().num_parameters(), (long long)trainable,
+              100.0 * double(trainable) / double(s->net().num_parameters()), to_string(s->device).c_str(),
+              s->autocast_bf16 ? "bf16" : "off");
   RunSummary r = train(*s);
   std::printf("done: %lld steps in %.1f s, last loss %.4f\n", (long long)r.steps, r.seconds, r.last_loss);
   for (auto& [k, v] : r.metrics)
     std::printf("  eval %s: %.2f%s\n", k.c_str(), 100 * v, k == "caption.cider_d" ? " (x100)" : "%");
-  std::printf("throughput: %.0f tokens/s (encoder + decoder), %.1f samples/s; peak memory %.1f MiB (max RSS)\n",
+  std::printf("throughput: %.0f tokens/s (encoder + decoder), %.1f samples/s; peak memory %.1f MiB (max RSS)",
               r.tokens_per_s, r.samples_per_s, double(r.peak_rss_bytes) / (1 << 20));
+  if (s->device.is_cuda())
+    std::printf(", %s %.1f MiB (caching allocator peak)", to_string(s->device).c_str(),
+                double(r.peak_device_bytes) / (1 << 20));
+  std::printf("\n");
   std::printf("model FLOP/s %.4f TFLOP/s, MFU %.6f%% of %.0f TFLOP/s; formula: %s\n", r.model_tflops, 100 * r.mfu,
               c.peak_tflops, r.mfu_formula.c_str());
   return 0;
@@ -242,8 +257,7 @@ int cmd_train(const Command&, const Args& a) {
 std::unique_ptr<Session> session_with_checkpoint(const Command& c, const Args& a,
                                                  std::vector<std::string> extra_sets = {}) {
   const std::string path = a.required(c, "checkpoint");
-  std::vector<std::string> sets = extra_sets;
-  sets.insert(sets.end(), a.sets.begin(), a.sets.end());
+  std::vector<std::string> sets = overrides(a, extra_sets);
   if (a.has("split")) sets.push_back("eval_split=" + a.get("split"));
   TrainConfig cfg = a.has("config") ? load_config(a.get("config"), sets) : checkpoint_config(path, sets);
   auto s = make_session(cfg);
@@ -288,10 +302,11 @@ int cmd_generate(const Command& c, const Args& a) {
       const VLExample& e = s->eval_data[t][size_t(i)];
       VLBatch b = collate(s->tasks[t], int(t), {&e}, s->n_patches, s->patch_dim);
       VisualInput vi;
-      vi.feats = b.feats;
+      vi.feats = moved_to(b.feats, s->device);
       ForwardContext ctx;
       ctx.task = int(t);
-      Tensor seq = contiguous(s->model->generate(b.input_ids, b.attention_mask, vi, opt, ctx).sequences);
+      Tensor seq = host_copy(s->model->generate(moved_to(b.input_ids, s->device), moved_to(b.attention_mask, s->device),
+                                                vi, opt, ctx).sequences);
       std::vector<int64_t> ids(seq.data<int64_t>() + 1, seq.data<int64_t>() + seq.numel());
       std::printf("[%s] %s -> %s (reference: %s)\n", s->tasks[t].c_str(), vl_vocab().decode(e.question).c_str(),
                   vl_vocab().decode(ids).c_str(), e.answer_text.c_str());
@@ -364,6 +379,7 @@ int cmd_demo(const Command&, const Args& a) {
   o.pretrain_steps = a.integer("pretrain-steps", o.pretrain_steps);
   o.adapt_steps = a.integer("adapt-steps", o.adapt_steps);
   if (a.has("out")) o.out_dir = a.get("out");
+  if (a.has("device")) o.device = a.get("device");
   if (a.has("only")) {  // method names contain spaces: split on commas only
     std::string cur;
     for (char ch : a.get("only") + ",") {

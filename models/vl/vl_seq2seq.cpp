@@ -59,7 +59,7 @@ Tensor VisualEmbedding::forward(const VisualInput& visual) const {
   Tensor f = feat_proj.forward(feats);
   f = rms ? feat_rms->forward(f) : feat_ln->forward(f);
   // [b; a] with a = (x2 - x1)(y2 - y1), boxes as (x1, x2, y1, y2).
-  Tensor boxes = visual.boxes.defined() ? to(visual.boxes, feats.dtype()) : zeros({B, N, 4}, feats.dtype());
+  Tensor boxes = visual.boxes.defined() ? to(visual.boxes, feats.dtype()) : zeros({B, N, 4}, feats.dtype(), feats.device());
   VLP_CHECK(boxes.dim() == 3 && boxes.size(0) == B && boxes.size(1) == N && boxes.size(2) == 4,
             "VisualEmbedding: boxes must be [B, N, 4]");
   Tensor area = mul(sub(narrow(boxes, 2, 1, 1), narrow(boxes, 2, 0, 1)),
@@ -178,7 +178,7 @@ Tensor weighted_seq2seq_loss(const Tensor& logits, const Tensor& labels, const T
       for (int64_t t = 0; t < L; ++t) counts[size_t(b)] += p[b * L + t] != -100 ? 1.0 : 0.0;
     for (double& n : counts) n = n > 0 ? n : 1.0;
   }
-  Tensor per_example = div(sum(tok, {1}), from_vector(counts, {B}, DType::F32));
+  Tensor per_example = div(sum(tok, {1}), from_vector(counts, {B}, DType::F32, tok.device()));
   if (weights.defined()) per_example = mul(per_example, to(weights, DType::F32));
   return mean(per_example);
 }

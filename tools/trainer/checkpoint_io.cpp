@@ -49,9 +49,10 @@ SafetensorsFile open_verified(const std::string& path) {
 }  // namespace
 
 void save_training_checkpoint(const Session& s, const std::string& path) {
+  // CPU copies of device tensors (one download each; CPU tensors are used as they are).
   NamedTensors tensors;
-  for (auto& [name, t] : s.net().state_dict()) tensors.push_back({"model." + name, t});
-  for (auto& [name, t] : export_optimizer_state(s.opt)) tensors.push_back({"optim." + name, t});
+  for (auto& [name, t] : s.net().state_dict()) tensors.push_back({"model." + name, host_copy(t)});
+  for (auto& [name, t] : export_optimizer_state(s.opt)) tensors.push_back({"optim." + name, host_copy(t)});
   SafetensorsMetadata meta;
   meta["format"] = "vlpeft-train-1";
   meta["step"] = std::to_string(s.step);
@@ -91,8 +92,8 @@ void load_training_checkpoint(Session& s, const std::string& path) {
   }
   VLP_CHECK(model_count == int64_t(state.size()), "checkpoint '", path, "' holds ", model_count,
             " model tensors, the model has ", state.size());
-  import_optimizer_state(s.opt, optim);
-  for (auto& [name, t] : state) copy_(t, *f.find("model." + name));
+  import_optimizer_state(s.opt, optim);  // onto each parameter's device
+  for (auto& [name, t] : state) copy_(t, *f.find("model." + name));  // host -> the session's device
   s.step = std::stoll(meta("step"));
   s.micro_batch = std::stoll(meta("micro_batch"));
   s.dropout_gen.seed = std::stoull(meta("rng_seed"));

@@ -128,17 +128,17 @@ ImageAnswer answer_about_image(Session& s, const std::string& image_path, const 
   VLP_CHECK(int64_t(feats.size()) == s.n_patches * s.patch_dim, "generate: the image gives ", feats.size(),
             " feature values, the model takes ", s.n_patches, " x ", s.patch_dim);
   const int64_t T = int64_t(r.question_ids.size());
-  Tensor ids = from_data<int64_t>(r.question_ids, {1, T});
-  Tensor mask = from_data<int64_t>(std::vector<int64_t>(size_t(T), 1), {1, T});
+  Tensor ids = from_data<int64_t>(r.question_ids, {1, T}, s.device);
+  Tensor mask = from_data<int64_t>(std::vector<int64_t>(size_t(T), 1), {1, T}, s.device);
   VisualInput vi;
-  vi.feats = from_data<float>(feats, {1, s.n_patches, s.patch_dim});
+  vi.feats = from_data<float>(feats, {1, s.n_patches, s.patch_dim}, s.device);
   ForwardContext ctx;
   ctx.task = t;
   GenerationOptions opt = options;
   if (opt.max_new_tokens <= 0 && opt.max_length <= 0) opt.max_new_tokens = s.cfg.max_new_tokens;
   NoGradGuard no_grad;
   s.model->train(false);
-  Tensor seq = contiguous(s.model->generate(ids, mask, vi, opt, ctx).sequences);
+  Tensor seq = host_copy(s.model->generate(ids, mask, vi, opt, ctx).sequences);
   r.answer_ids.assign(seq.data<int64_t>() + 1, seq.data<int64_t>() + seq.size(1));
   r.answer = vl_vocab().decode(r.answer_ids);
   return r;

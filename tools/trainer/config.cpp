@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 
+#include "runtime/device_copy.h"
 #include "runtime/error.h"
 #include "tools/trainer/file_data.h"
 
@@ -59,6 +60,7 @@ const std::vector<Field>& fields() {
       VLP_FIELD(eval_split, "string", std::string), VLP_FIELD(eval_limit, "integer", int64_t),
       VLP_FIELD(workers, "integer", int64_t), VLP_FIELD(model_kind, "string", std::string),
       VLP_FIELD(warmup_steps, "integer", int64_t), VLP_FIELD(gqa_prefix_compat, "boolean", bool),
+      VLP_FIELD(device, "string", std::string), VLP_FIELD(autocast, "string", std::string),
   };
   return f;
 }
@@ -132,6 +134,10 @@ const std::vector<std::pair<std::string, std::string>>& config_key_docs() {
                                                          "(max_new_tokens: synthetic tasks)"},
       {"eval_split, eval_limit, eval_every", "split evaluated (train | val | test), examples cap, period in steps"},
       {"init_from, out_dir, resume, save_every, log_every", "checkpoints and logs"},
+      {"device", "cpu (default) | cuda | cuda:N: where the model trains and evaluates (built on the CPU, then "
+                 "moved; checkpoints hold CPU copies)"},
+      {"autocast", "auto (default: bf16 on CUDA, off on the CPU) | off | bf16: matmuls and attention in bf16, "
+                   "F32 weights, gradients and optimizer state"},
       {"workers, threads, progress, peak_tflops", "data-loader threads, OpenMP threads, progress line, MFU peak"},
       {"_anything", "keys starting with _ are comments and ignored"},
   };
@@ -200,7 +206,30 @@ nlohmann::json config_to_json(const TrainConfig& c) {
   return j;
 }
 
+Device config_device(const TrainConfig& c) {
+  Device d;
+  try {
+    d = parse_device(c.device);
+  } catch (const Error&) {
+    VLP_FAIL("config: key 'device' must be cpu, cuda or cuda:N, got '", c.device, "'");
+  }
+  return d;
+}
+
+bool autocast_bf16(const TrainConfig& c) {
+  return c.autocast == "bf16" || (c.autocast == "auto" && config_device(c).is_cuda());
+}
+
 void validate_config(const TrainConfig& c) {
+  const Device device = config_device(c);
+  VLP_CHECK(c.autocast == "auto" || c.autocast == "off" || c.autocast == "bf16",
+            "config: key 'autocast' must be auto, off or bf16, got '", c.autocast, "'");
+  if (device.is_cuda()) {
+    VLP_CHECK(cuda_available(), "config: key 'device' is '", c.device, "' but no CUDA device can be used: ",
+              cuda_unavailable_reason(), " (set device cpu)");
+    VLP_CHECK(device.index < cuda_device_count(), "config: key 'device' is '", c.device, "' but there are only ",
+              cuda_device_count(), " CUDA device(s)");
+  }
   VLP_CHECK(c.model_kind == "seq2seq" || c.model_kind == "gpt2_prefix" || c.model_kind == "encoder_classifier",
             "config: key 'model_kind' must be seq2seq, gpt2_prefix or encoder_classifier, got '", c.model_kind, "'");
   if (c.model_kind == "gpt2_prefix") {

@@ -6,6 +6,8 @@
 #include <vector>
 #include <nlohmann/json.hpp>
 
+#include "runtime/dtype.h"
+
 namespace vlp::trainer {
 
 struct TrainConfig {
@@ -37,6 +39,12 @@ struct TrainConfig {
   bool progress = true;
   int64_t threads = 0;              // OpenMP threads (0 = leave as is); tiny models run best on 1
   double peak_tflops = 989.0;       // MFU denominator (spec/performance.md: bf16 dense peak of H100/H200)
+  // Where the model trains: "cpu", "cuda" (= cuda:0) or "cuda:N". The model is built and initialised on
+  // the CPU (so a seed gives the same initial weights everywhere), then moved; checkpoints hold CPU copies.
+  std::string device = "cpu";
+  // Mixed precision: "auto" (bf16 on CUDA, off on the CPU), "off", or "bf16" (matmuls and attention in
+  // bf16 with F32 outputs; weights, gradients and optimizer state stay F32).
+  std::string autocast = "auto";
 
   // ---- File-backed tasks (tools/trainer/file_data.h): `tasks` from vqa, gqa, nlvr2, caption. ----
   // Files per task and split ("train", "val", "test"), comma lists; empty = the make-data layout under
@@ -84,6 +92,9 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
 nlohmann::json config_to_json(const TrainConfig& c);
 // Checks paths and ranges; errors name the key (every missing path is listed).
 void validate_config(const TrainConfig& c);
+// The config's device (validated: "cpu", "cuda", "cuda:N") and whether autocast resolves to bf16 there.
+Device config_device(const TrainConfig& c);
+bool autocast_bf16(const TrainConfig& c);
 // True when the tasks are the file-backed ones (vqa, gqa, nlvr2, caption), false for the synthetic ones.
 bool uses_files(const TrainConfig& c);
 std::vector<std::string> split_list(const std::string& s);

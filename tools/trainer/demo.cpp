@@ -41,6 +41,7 @@ TrainConfig base_config(const DemoOptions& o) {
   c.progress = false;
   c.threads = o.threads;
   c.log_every = 10;
+  c.device = o.device;
   return c;
 }
 
@@ -48,10 +49,11 @@ TrainConfig base_config(const DemoOptions& o) {
 
 DemoResult run_demo(const DemoOptions& o) {
   namespace fs = std::filesystem;
-  fs::create_directories(o.out_dir);
   DemoResult res;
   // 1. Pretrain on the pretraining tasks (full training of the whole tiny model).
   TrainConfig pre = base_config(o);
+  validate_config(pre);  // e.g. device cuda without a GPU: an error before any work
+  fs::create_directories(o.out_dir);
   pre.tasks = o.pretrain_tasks;
   pre.steps = o.pretrain_steps;
   pre.lr = 2e-3;
@@ -97,6 +99,7 @@ DemoResult run_demo(const DemoOptions& o) {
       if (c.steps > 0) train(*s);
       row.scores = evaluate(*s);
       row.peak_mb = double(peak_rss_bytes()) / (1 << 20);
+      row.peak_device_mb = double(peak_device_bytes(*s)) / (1 << 20);
     } catch (const Error& e) {
       row.error = e.what();
       const size_t cut = row.error.find('\n');
@@ -117,7 +120,9 @@ std::string format_demo_table(const DemoResult& r, const DemoOptions& o) {
     out << buf;
   }
   out << "(chance: count 33%, color / shape 50%)\n";
-  out << "Adapting to held-out {" << o.adapt_tasks << "} (chance: what_color 25%, color_shape 50%), exact-match accuracy:\n";
+  out << "Adapting to held-out {" << o.adapt_tasks << "} (chance: what_color 25%, color_shape 50%), exact-match accuracy";
+  const Device device = parse_device(o.device);
+  out << ", device " << to_string(device) << (device.is_cuda() ? " (autocast bf16)" : "") << ":\n";
   const auto tasks = split_list(o.adapt_tasks);
   std::snprintf(buf, sizeof buf, "%-27s %11s", "method", "trainable%");
   out << buf;
@@ -125,7 +130,7 @@ std::string format_demo_table(const DemoResult& r, const DemoOptions& o) {
     std::snprintf(buf, sizeof buf, " %11s", t.c_str());
     out << buf;
   }
-  out << "   peak MB   time s\n";
+  out << "   peak MB" << (device.is_cuda() ? "    GPU MB" : "") << "   time s\n";
   for (const DemoRow& row : r.rows) {
     std::snprintf(buf, sizeof buf, "%-27s", row.method.c_str());
     out << buf;
@@ -140,10 +145,17 @@ std::string format_demo_table(const DemoResult& r, const DemoOptions& o) {
       std::snprintf(buf, sizeof buf, " %10.1f%%", it == row.scores.end() ? 0.0 : 100 * it->second);
       out << buf;
     }
-    std::snprintf(buf, sizeof buf, " %9.0f %8.1f\n", row.peak_mb, row.seconds);
+    std::snprintf(buf, sizeof buf, " %9.0f", row.peak_mb);
+    out << buf;
+    if (device.is_cuda()) {
+      std::snprintf(buf, sizeof buf, " %9.1f", row.peak_device_mb);
+      out << buf;
+    }
+    std::snprintf(buf, sizeof buf, " %8.1f\n", row.seconds);
     out << buf;
   }
-  out << "(peak MB = the process's peak resident memory so far, which only grows across rows)\n";
+  out << "(peak MB = the process's peak resident memory so far, which only grows across rows";
+  out << (device.is_cuda() ? "; GPU MB = the CUDA caching allocator's peak during the row)\n" : ")\n");
   return out.str();
 }
 

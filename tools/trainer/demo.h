@@ -26,6 +26,7 @@ struct DemoOptions {
   std::vector<std::string> only;  // method names to run (empty = all)
   bool progress = true;
   int64_t threads = 1;  // tiny matrices: one thread beats two (and is robust on a shared machine)
+  std::string device = "cpu";  // every session's config key device (cpu, cuda, cuda:N); autocast is auto
 };
 
 struct DemoRow {
@@ -33,6 +34,7 @@ struct DemoRow {
   double trainable_pct = 0;
   std::map<std::string, double> scores;
   double peak_mb = 0, seconds = 0;
+  double peak_device_mb = 0;  // CUDA: the caching allocator's peak during this row
   std::string error;  // non-empty: the method did not run
 };
 

@@ -430,6 +430,7 @@ std::unique_ptr<FileData> make_file_data(const TrainConfig& c) {
   lo.use_prefix = c.task_prefix;
   lo.gqa_prefix_compat = c.gqa_prefix_compat;
   lo.workers = int(c.workers);
+  lo.pin_memory = config_device(c).is_cuda();  // batches upload from page-locked memory
   FileData* raw = d.get();
   TrainConfig cfg = c;
   d->loader = std::make_unique<data::MultiTaskLoader>(std::move(tasks), lo, [raw, cfg](const data::Batch& b) {

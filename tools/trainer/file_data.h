@@ -107,6 +107,14 @@ FileBatch build_file_batch(FileData& d, const TrainConfig& c, int task_index,
                            const std::vector<data::BatchExample>& examples,
                            const std::vector<data::TrainExample>* source = nullptr);
 
+// t on `device` (t itself when already there, or undefined); a pinned host tensor uploads directly.
+Tensor moved_to(const Tensor& t, Device device);
+// The batch's model inputs on `device`: ids, masks, features, pooled vectors, weights, targets. Labels stay
+// on the host: the losses read them there (and the kernels upload what they need). The CPU: b itself.
+FileBatch batch_to_device(FileBatch b, Device device);
+// A host copy of t for reading its values (t itself when it is a contiguous CPU tensor).
+Tensor host_copy(const Tensor& t);
+
 // Predictions (answer / caption / "true" | "false" text) for a batch of one task's examples.
 using Predictor = std::function<std::vector<std::string>(int task_index, const FileBatch& batch)>;
 // VL-T5 / VL-BART: greedy for VQA / GQA, beam search for captions, the true/false logits for NLVR2.

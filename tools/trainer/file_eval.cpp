@@ -74,6 +74,21 @@ FileBatch build_file_batch(FileData& d, const TrainConfig& c, int task_index,
   return b;
 }
 
+Tensor moved_to(const Tensor& t, Device device) {
+  if (!t.defined() || t.device() == device) return t;
+  return convert(t, t.dtype(), device);
+}
+
+FileBatch batch_to_device(FileBatch b, Device device) {
+  if (device.is_cpu()) return b;
+  for (Tensor* t : {&b.input_ids, &b.attention_mask, &b.weights, &b.visual.feats, &b.visual.boxes, &b.visual.mask,
+                    &b.pooled, &b.targets})
+    *t = moved_to(*t, device);
+  return b;
+}
+
+Tensor host_copy(const Tensor& t) { return convert(t, t.dtype(), Device::cpu()); }
+
 namespace {
 
 constexpr int64_t kEvalBatch = 32;
@@ -103,7 +118,8 @@ void write_predictions(const std::string& path, const std::string& task, const T
 }  // namespace
 
 Predictor seq2seq_predictor(const FileData& d, const TrainConfig& c, const VLSeq2Seq& model) {
-  return [&d, c, &model](int ti, const FileBatch& b) {
+  return [&d, c, &model](int ti, const FileBatch& host_batch) {
+    const FileBatch b = batch_to_device(host_batch, config_device(c));
     const std::string& task = d.tasks[size_t(ti)];
     const int64_t B = b.input_ids.size(0);
     std::vector<std::string> pred;
@@ -112,7 +128,7 @@ Predictor seq2seq_predictor(const FileData& d, const TrainConfig& c, const VLSeq
     if (task == "nlvr2") {
       const int64_t t_id = first_target_id(d.codec, "true"), f_id = first_target_id(d.codec, "false");
       const int64_t pos = d.codec.bart_style ? 1 : 0;  // BART decodes [</s>, <s>], T5 [<pad>]
-      Tensor logits = contiguous(model.forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx).logits);
+      Tensor logits = host_copy(model.forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx).logits);
       VLP_CHECK(logits.dtype() == DType::F32, "nlvr2 eval: F32 logits expected");
       const int64_t L = logits.size(1), V = logits.size(2);
       const float* p = logits.data<float>();
@@ -125,7 +141,7 @@ Predictor seq2seq_predictor(const FileData& d, const TrainConfig& c, const VLSeq
     GenerationOptions opt;
     opt.max_new_tokens = task == "caption" ? c.max_target_length : c.gen_max_length;
     opt.num_beams = task == "caption" ? c.caption_beams : 1;
-    Tensor seq = contiguous(model.generate(b.input_ids, b.attention_mask, b.visual, opt, ctx).sequences);
+    Tensor seq = host_copy(model.generate(b.input_ids, b.attention_mask, b.visual, opt, ctx).sequences);
     const int64_t L = seq.size(1);
     for (int64_t r = 0; r < B; ++r) {  // position 0 is the decoder start token
       std::vector<int64_t> ids(seq.data<int64_t>() + r * L + 1, seq.data<int64_t>() + (r + 1) * L);

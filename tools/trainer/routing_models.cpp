@@ -81,7 +81,8 @@ Tensor kind_loss(Session& s, const MicroBatch& b, ForwardContext& ctx) {
 }
 
 Predictor kind_predictor(Session& s) {
-  return [&s](int ti, const FileBatch& b) {
+  return [&s](int ti, const FileBatch& host_batch) {
+    const FileBatch b = batch_to_device(host_batch, s.device);
     ForwardContext ctx;
     ctx.task = ti;
     ctx.visual = routing_input(s, b.pooled, ctx);
@@ -91,13 +92,13 @@ Predictor kind_predictor(Session& s) {
       GenerationOptions opt;
       opt.num_beams = s.cfg.caption_beams;
       opt.max_new_tokens = s.cfg.gen_max_length;
-      Tensor seq = contiguous(s.gpt2->generate(b.pooled, Tensor(), opt, ctx).sequences);
+      Tensor seq = host_copy(s.gpt2->generate(b.pooled, Tensor(), opt, ctx).sequences);
       const int64_t L = seq.size(1);
       for (int64_t r = 0; r < B; ++r)
         pred.push_back(s.files->codec.decode(std::vector<int64_t>(seq.data<int64_t>() + r * L, seq.data<int64_t>() + (r + 1) * L)));
       return pred;
     }
-    Tensor logits = contiguous(to(s.classifier->forward(b.pooled, b.input_ids, b.attention_mask, ctx), DType::F32));
+    Tensor logits = host_copy(to(s.classifier->forward(b.pooled, b.input_ids, b.attention_mask, ctx), DType::F32));
     const int64_t A = logits.size(1);
     for (int64_t r = 0; r < B; ++r) {
       const float* row = logits.data<float>() + r * A;

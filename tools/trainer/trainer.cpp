@@ -15,6 +15,7 @@
 #include "autograd/ops.h"
 #include "models/peft/peft.h"
 #include "models/peft/recipes.h"
+#include "runtime/device_copy.h"
 #include "runtime/error.h"
 
 namespace vlp::trainer {
@@ -42,6 +43,27 @@ int64_t batches_of(const Session& s, size_t t) {
   return std::max<int64_t>(1, n / s.cfg.batch_size);
 }
 
+// The micro-batch's inputs on the session's device (see batch_to_device; the CPU: unchanged).
+MicroBatch on_device(MicroBatch mb, Device device) {
+  if (device.is_cpu()) return mb;
+  for (Tensor* t : {&mb.input_ids, &mb.attention_mask, &mb.weights, &mb.visual.feats, &mb.pooled, &mb.targets})
+    *t = moved_to(*t, device);
+  return mb;
+}
+
+// ==== AUTOCAST SITE (training) ====
+// The forward pass and loss of one training micro-batch: the only place they run. The bf16 autocast
+// scope (autograd/autocast.h) wraps this body when s.autocast_bf16:
+//   AutocastScope autocast(s.autocast_bf16);
+Tensor micro_batch_loss(Session& s, const MicroBatch& b, ForwardContext& ctx) {
+  if (s.model) {
+    Seq2SeqOutput out = s.model->forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx);
+    // File-backed tasks: VL-Adapter's loss (spec §2.11), per-example token mean x the target's weight.
+    return b.weights.defined() ? weighted_seq2seq_loss(out.logits, b.labels, b.weights) : out.loss;
+  }
+  return kind_loss(s, b, ctx);
+}
+
 }  // namespace
 
 MicroBatch next_micro_batch(Session& s) {
@@ -65,7 +87,7 @@ MicroBatch next_micro_batch(Session& s) {
     mb.visual.n_images = s.tasks[size_t(mb.task)] == "nlvr2" ? 2 : 1;
     mb.pooled = lb.tensors.at("pooled");
     if (lb.tensors.count("targets")) mb.targets = lb.tensors.at("targets");
-    return mb;
+    return on_device(mb, s.device);
   }
   auto [t, idx] = batch_at(s, s.micro_batch++);
   std::vector<const VLExample*> ex;
@@ -76,7 +98,7 @@ MicroBatch next_micro_batch(Session& s) {
   mb.attention_mask = b.attention_mask;
   mb.labels = b.labels;
   mb.visual.feats = b.feats;
-  return mb;
+  return on_device(mb, s.device);
 }
 
 VLSeq2SeqConfig model_config(const TrainConfig& c) {
@@ -112,10 +134,13 @@ VLSeq2SeqConfig model_config(const TrainConfig& c) {
 }
 
 std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
-  validate_config(cfg);
+  validate_config(cfg);  // a CUDA device without a usable GPU fails here, before any work
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
   auto s = std::make_unique<Session>();
   s->cfg = cfg;
+  s->device = config_device(cfg);
+  s->autocast_bf16 = autocast_bf16(cfg);
+  if (s->device.is_cuda()) cuda_reset_peak_memory(s->device.index);
   s->tasks = split_list(cfg.tasks);
   if (uses_files(cfg)) {
     s->files = make_file_data(cfg);
@@ -170,6 +195,9 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
   } else {
     s->net().set_requires_grad(true);
   }
+  // Built, initialised and adapted on the CPU as a CPU run; then moved (requires_grad kept), so the
+  // optimizer below makes its state on the device.
+  if (!s->device.is_cpu()) s->net().to_device(s->device);
   ParamGroup decay, no_decay;
   for (auto& [name, p] : s->net().named_parameters()) {
     if (!p.requires_grad()) continue;
@@ -209,6 +237,11 @@ std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_ba
   return {t, std::vector<int64_t>(perm.begin() + j * B, perm.begin() + (j + 1) * B)};
 }
 
+// ==== AUTOCAST SITE (evaluation) ====
+// Every evaluation forward and generation (synthetic and file-backed tasks, through the predictors) runs
+// inside this function. The bf16 autocast scope (autograd/autocast.h) wraps this body when
+// s.autocast_bf16:
+//   AutocastScope autocast(s.autocast_bf16);
 std::map<std::string, double> evaluate(Session& s, int64_t max_examples, bool write_predictions) {
   if (s.files) {
     s.net().train(false);
@@ -231,11 +264,12 @@ std::map<std::string, double> evaluate(Session& s, int64_t max_examples, bool wr
       for (int64_t k = i; k < std::min<int64_t>(n, i + 64); ++k) ex.push_back(&data[size_t(k)]);
       VLBatch b = collate(s.tasks[t], int(t), ex, s.n_patches, s.patch_dim);
       VisualInput vi;
-      vi.feats = b.feats;
+      vi.feats = moved_to(b.feats, s.device);
       ForwardContext ctx;
       ctx.task = int(t);
-      GenerationOutput g = s.model->generate(b.input_ids, b.attention_mask, vi, opt, ctx);
-      Tensor seq = contiguous(g.sequences);
+      GenerationOutput g = s.model->generate(moved_to(b.input_ids, s.device), moved_to(b.attention_mask, s.device), vi,
+                                             opt, ctx);
+      Tensor seq = host_copy(g.sequences);
       const int64_t L = seq.size(1);
       for (size_t r = 0; r < ex.size(); ++r) {
         std::vector<int64_t> ids(seq.data<int64_t>() + int64_t(r) * L + 1, seq.data<int64_t>() + int64_t(r + 1) * L);
@@ -251,6 +285,10 @@ int64_t peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return int64_t(ru.ru_maxrss) * 1024;
+}
+
+int64_t peak_device_bytes(const Session& s) {
+  return s.device.is_cuda() ? cuda_memory_stats(s.device.index).peak_allocated_bytes : 0;
 }
 
 RunSummary train(Session& s) {
@@ -306,15 +344,8 @@ RunSummary train(Session& s) {
       const int t = b.task;
       task_index = t;
       ctx.task = t;
-      Tensor loss;
-      if (s.model) {
-        Seq2SeqOutput out = s.model->forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx);
-        // File-backed tasks: VL-Adapter's loss (spec §2.11), per-example token mean x the target's weight.
-        loss = b.weights.defined() ? weighted_seq2seq_loss(out.logits, b.labels, b.weights) : out.loss;
-      } else {
-        loss = kind_loss(s, b, ctx);
-      }
-      const double lv = loss.item();
+      Tensor loss = micro_batch_loss(s, b, ctx);
+      const double lv = loss.item();  // a host copy (synchronises with the device)
       VLP_CHECK(std::isfinite(lv), "training stopped: the loss is ", lv, " at step ", s.step + 1, " (task '",
                 s.tasks[size_t(t)], "', micro-batch ", s.micro_batch - 1,
                 "); lower lr (", c.lr, ") or check the data; the last good checkpoint is ", last);
@@ -377,6 +408,7 @@ RunSummary train(Session& s) {
   sum.mfu_formula = s.peft ? "(4N + 6N_trainable) per token + 6*L*T*C attention, encoder + decoder tokens"
                            : "6N per token + 6*L*T*C attention, encoder + decoder tokens";
   sum.peak_rss_bytes = peak_rss_bytes();
+  sum.peak_device_bytes = peak_device_bytes(s);
   sum.trainable = int64_t(n_trainable);
   sum.total = int64_t(N);
   return sum;

@@ -3,6 +3,15 @@
 // §2.10), AdamW with linear warmup/decay, clipping and gradient accumulation, evaluation, atomic
 // checkpoints that resume bit-exactly, a JSONL metrics log and an SVG plot.
 //
+// Devices (config keys device, autocast): the model is built and initialised on the CPU exactly as in a
+// CPU run (init_from and PEFT included), then moved to the device with Module::to_device; the optimizer
+// state is made there. Micro-batches come to the device (ids, masks, features, weights; labels stay on
+// the host, where the losses read them), evaluation and generation run there and copy what they read back
+// to the host, and checkpoints hold CPU copies (they load onto any device). Resume on the CPU is bit-exact;
+// on CUDA the restored state (weights, optimizer moments, step, RNG, data position) is exactly the saved
+// one, while the steps after it follow an uninterrupted run only up to the GPU's nondeterministic
+// reductions (atomic adds), i.e. closely but not bit for bit.
+//
 // Checkpoint file (safetensors, written to a temporary file, fsynced, renamed): "model.<param>" for every
 // parameter, "optim.<key>" the optimizer state, metadata: step, micro_batch (data position), rng_seed,
 // rng_offset (dropout generator), best_score, config, and data_fnv1a (a checksum over every tensor's bytes
@@ -48,6 +57,8 @@ struct Session {
   data::LoaderPosition loader_pos;
   bool loader_started = false;
   std::map<std::string, double> last_primary;  // per task: the main score of the last evaluation
+  Device device = Device::cpu();  // cfg.device: where the model, its optimizer state and the batches live
+  bool autocast_bf16 = false;     // cfg.autocast resolved for the device (the autocast sites in trainer.cpp)
 };
 
 // Builds data and model (seeded), loads init_from, attaches PEFT, freezes per method, makes the optimizer.
@@ -69,6 +80,7 @@ struct MicroBatch {
   VisualInput visual;
   Tensor pooled, targets;  // gpt2_prefix / encoder_classifier (FileBatch)
 };
+// Its tensors are on the session's device (labels on the host; see the note on devices above).
 MicroBatch next_micro_batch(Session& s);
 
 // File-backed tasks: the model config (a tiny model from the config's sizes with the codec's vocabulary,
@@ -90,6 +102,7 @@ struct RunSummary {
   int64_t steps = 0;
   double last_loss = 0, seconds = 0, tokens_per_s = 0, samples_per_s = 0, model_tflops = 0, mfu = 0;
   int64_t peak_rss_bytes = 0, trainable = 0, total = 0;
+  int64_t peak_device_bytes = 0;  // CUDA: the caching allocator's peak since the session was made; else 0
   std::map<std::string, double> metrics;
   std::string mfu_formula;
 };
@@ -108,6 +121,8 @@ void load_training_checkpoint(Session& s, const std::string& path);
 void load_model_weights(Module& model, const std::string& path);
 
 int64_t peak_rss_bytes();
+// CUDA sessions: the caching allocator's peak allocated bytes since the session was made; 0 on the CPU.
+int64_t peak_device_bytes(const Session& s);
 // Writes an SVG plot of loss and eval metrics from a metrics.jsonl.
 void write_svg_plot(const std::string& jsonl_path, const std::string& svg_path);
 
