@@ -42,16 +42,16 @@ std::vector<double> logged_losses(const std::string& out_dir) {
   return losses;
 }
 
-struct Run {
+struct TrainerRun {
   std::vector<double> losses;
   std::map<std::string, double> eval;
   std::unique_ptr<Session> session;
 };
 
-Run run(const std::string& name, const std::string& device, const std::string& autocast,
+TrainerRun trainer_run(const std::string& name, const std::string& device, const std::string& autocast,
         const std::vector<std::string>& extra = {}) {
   const std::string out = (test::temp_dir("cuda_trainer_" + name) / "run").string();
-  Run r;
+  TrainerRun r;
   std::vector<std::string> sets = {"device=" + device, "autocast=" + autocast};
   sets.insert(sets.end(), extra.begin(), extra.end());
   r.session = make_session(tiny(out, sets));
@@ -63,23 +63,23 @@ Run run(const std::string& name, const std::string& device, const std::string& a
 
 TEST(CudaTrainer, SyntheticRunFollowsTheCpuStepByStep) {
   VLP_REQUIRE_GPU();
-  Run cpu = run("f32_cpu", "cpu", "off"), gpu = run("f32_gpu", "cuda", "off");
-  ASSERT_EQ(cpu.losses.size(), 20u);
-  ASSERT_EQ(gpu.losses.size(), 20u);
-  EXPECT_FALSE(gpu.session->autocast_bf16);
-  for (size_t i = 0; i < cpu.losses.size(); ++i)
-    EXPECT_NEAR(gpu.losses[i], cpu.losses[i], 1e-3 * std::abs(cpu.losses[i])) << "step " << i + 1;
+  TrainerRun on_cpu = trainer_run("f32_cpu", "cpu", "off"), on_gpu = trainer_run("f32_gpu", "cuda", "off");
+  ASSERT_EQ(on_cpu.losses.size(), 20u);
+  ASSERT_EQ(on_gpu.losses.size(), 20u);
+  EXPECT_FALSE(on_gpu.session->autocast_bf16);
+  for (size_t i = 0; i < on_cpu.losses.size(); ++i)
+    EXPECT_NEAR(on_gpu.losses[i], on_cpu.losses[i], 1e-3 * std::abs(on_cpu.losses[i])) << "step " << i + 1;
   // Evaluation (greedy generation on the GPU) gives every task an accuracy; a near-tie in an argmax may
   // flip an answer or two.
-  ASSERT_EQ(gpu.eval.size(), 2u);
-  for (const auto& [task, acc] : cpu.eval) {
-    ASSERT_TRUE(gpu.eval.count(task)) << task;
-    EXPECT_GE(gpu.eval[task], 0.0);
-    EXPECT_LE(gpu.eval[task], 1.0);
-    EXPECT_NEAR(gpu.eval[task], acc, 0.1) << task;
+  ASSERT_EQ(on_gpu.eval.size(), 2u);
+  for (const auto& [task, acc] : on_cpu.eval) {
+    ASSERT_TRUE(on_gpu.eval.count(task)) << task;
+    EXPECT_GE(on_gpu.eval[task], 0.0);
+    EXPECT_LE(on_gpu.eval[task], 1.0);
+    EXPECT_NEAR(on_gpu.eval[task], acc, 0.1) << task;
   }
   // The weights after training follow the CPU's and stayed on the GPU.
-  auto c = cpu.session->net().named_parameters(), g = gpu.session->net().named_parameters();
+  auto c = on_cpu.session->net().named_parameters(), g = on_gpu.session->net().named_parameters();
   ASSERT_EQ(c.size(), g.size());
   for (size_t i = 0; i < c.size(); ++i) {
     EXPECT_TRUE(g[i].second.is_cuda()) << g[i].first;
@@ -100,8 +100,11 @@ TEST(CudaTrainer, BatchesOptimizerStateAndPeakMemoryLiveOnTheGpu) {
   RunSummary r = train(*s);
   EXPECT_EQ(r.steps, 2);
   EXPECT_GT(r.peak_device_bytes, 0);
-  for (auto& [name, t] : export_optimizer_state(s->opt))
-    if (t.numel() > 1) EXPECT_TRUE(t.is_cuda()) << name;
+  for (auto& [name, t] : export_optimizer_state(s->opt)) {
+    if (t.numel() > 1) {
+      EXPECT_TRUE(t.is_cuda()) << name;
+    }
+  }
 }
 
 TEST(CudaTrainer, CheckpointsHoldCpuCopiesAndResumeOntoTheGpu) {
@@ -148,7 +151,7 @@ TEST(CudaTrainer, CheckpointsHoldCpuCopiesAndResumeOntoTheGpu) {
 
 TEST(CudaTrainer, Bf16AutocastRunLowersTheLoss) {
   VLP_REQUIRE_GPU();
-  Run r = run("bf16_gpu", "cuda", "bf16");
+  TrainerRun r = trainer_run("bf16_gpu", "cuda", "bf16");
   EXPECT_TRUE(r.session->autocast_bf16);
   ASSERT_EQ(r.losses.size(), 20u);
   double first = 0, last = 0;
