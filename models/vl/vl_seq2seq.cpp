@@ -59,7 +59,8 @@ Tensor VisualEmbedding::forward(const VisualInput& visual) const {
   Tensor f = feat_proj.forward(feats);
   f = rms ? feat_rms->forward(f) : feat_ln->forward(f);
   // [b; a] with a = (x2 - x1)(y2 - y1), boxes as (x1, x2, y1, y2).
-  Tensor boxes = visual.boxes.defined() ? to(visual.boxes, feats.dtype()) : zeros({B, N, 4}, feats.dtype());
+  Tensor boxes = visual.boxes.defined() ? to(to(visual.boxes, feats.device()), feats.dtype())
+                                        : zeros({B, N, 4}, feats.dtype(), feats.device());
   VLP_CHECK(boxes.dim() == 3 && boxes.size(0) == B && boxes.size(1) == N && boxes.size(2) == 4,
             "VisualEmbedding: boxes must be [B, N, 4]");
   Tensor area = mul(sub(narrow(boxes, 2, 1, 1), narrow(boxes, 2, 0, 1)),

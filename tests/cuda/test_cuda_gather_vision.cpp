@@ -1,6 +1,7 @@
 // The last ops wired for CUDA: gather / scatter_add (kernels/cuda/index.cu), adaptive_max_pool_grid
 // (kernels/cuda/vision.cu), patch_embed (views + copy + linear) and the sample weight's gradient of
-// cross_entropy (kernels/cuda/loss.cu), plus the weighted seq2seq loss built on it. Kernels against the CPU
+// cross_entropy (kernels/cuda/loss.cu), plus two model functions that built CPU tensors (the weighted
+// seq2seq loss, the ViT position-embedding resampling). Kernels against the CPU
 // kernels on odd sizes with outputs poisoned beforehand (F32 relative error 1e-5, BF16 1e-2); ops as whole
 // graphs (forward and every input gradient) against the same graph on the CPU.
 #ifdef VLP_HAVE_CUDA
@@ -14,6 +15,7 @@
 #include "kernels/cpu/vision.h"
 #include "kernels/cuda/index.h"
 #include "kernels/cuda/vision.h"
+#include "models/vit.h"
 #include "models/vl/vl_seq2seq.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -189,6 +191,15 @@ TEST(CudaVisionOp, AdaptiveMaxPoolGridAndPatchEmbedMatchTheCpu) {
   }
 }
 
+TEST(CudaVisionOp, PositionEmbeddingResamplingFollowsTheDevice) {
+  VLP_REQUIRE_GPU();
+  // [1, 1 + 3x3, 6] resampled bicubically to a 4x5 grid: the resampling matrices follow the embeddings.
+  for (DType dt : kDtypes)
+    compare_graph({{1, 10, 6}}, dt, 366, [&](const std::vector<Tensor>& x, Device) {
+      return interpolate_position_embeddings(x[0], 4, 5, false);
+    }, "interpolate_position_embeddings");
+}
+
 TEST(CudaLossOp, CrossEntropySampleWeightGradientMatchesTheCpu) {
   VLP_REQUIRE_GPU();
   const int64_t n = 11, c = 37, ignore = -100;
@@ -228,6 +239,52 @@ TEST(CudaLossOp, WeightedSeq2SeqLossMatchesTheCpu) {
       Tensor loss = weighted_seq2seq_loss(x[0], from_vector(labels, {3, 5}, DType::I64, dev), add(x[1], 1.5));
       return reshape(loss, {1});
     }, "weighted_seq2seq_loss");
+}
+
+// A tiny VL-T5 / VL-BART as the trainer runs it (grid features without boxes, per-example weighted loss),
+// forward and backward on the GPU against the same model on the CPU.
+TEST(CudaVLModel, WeightedStepOfTinyVLT5AndVLBartFollowsTheCpu) {
+  VLP_REQUIRE_GPU();
+  for (const char* backbone : {"t5", "bart"}) {
+    VLSeq2SeqConfig c;
+    c.backbone = backbone;
+    c.feat_dim = 6;
+    c.t5.vocab_size = 48, c.t5.d_model = 16, c.t5.d_kv = 4, c.t5.num_heads = 4, c.t5.d_ff = 24;
+    c.t5.num_layers = 2, c.t5.dropout_rate = 0.0, c.t5.relative_attention_num_buckets = 8;
+    c.t5.relative_attention_max_distance = 16, c.t5.dense_act_fn = "relu";
+    c.t5.tokens.pad_token_id = 0, c.t5.tokens.eos_token_id = {1}, c.t5.tokens.decoder_start_token_id = 0;
+    c.bart.vocab_size = 48, c.bart.d_model = 16, c.bart.max_position_embeddings = 32;
+    c.bart.encoder_layers = 1, c.bart.decoder_layers = 1, c.bart.encoder_attention_heads = 2;
+    c.bart.decoder_attention_heads = 2, c.bart.encoder_ffn_dim = 24, c.bart.decoder_ffn_dim = 24;
+    c.bart.dropout = 0.0;
+    c.bart.tokens.pad_token_id = 1, c.bart.tokens.bos_token_id = 0, c.bart.tokens.eos_token_id = {2};
+    c.bart.tokens.decoder_start_token_id = 2, c.bart.tokens.forced_eos_token_id = {2};
+    Input feats = make_input({2, 4, 6}, 401);
+    const std::vector<int64_t> text{5, 6, 7, 8, 9, 10}, labels{11, 12, -100, 13, 14, -100};
+    std::vector<std::vector<double>> results;  // loss, then every parameter gradient
+    for (Device dev : {Device::cpu(), gpu()}) {
+      manual_seed(6);
+      VLSeq2Seq m(c);
+      m.to_device(dev);
+      VisualInput vi;
+      vi.feats = convert(feats.cpu, DType::F32, dev);
+      Tensor lab = from_data<int64_t>(labels, {2, 3}, dev);
+      Seq2SeqOutput out = m.forward(from_data<int64_t>(text, {2, 3}, dev), Tensor(), vi, lab);
+      Tensor loss = weighted_seq2seq_loss(out.logits, lab, from_vector({0.3, 1.0}, {2}, DType::F32, dev));
+      EXPECT_EQ(loss.device(), dev) << backbone;
+      backward(loss);
+      results.push_back({loss.item()});
+      for (auto& [name, p] : m.named_parameters()) {
+        if (!p.grad().defined()) continue;
+        EXPECT_EQ(p.grad().device(), dev) << name;
+        results.push_back(to_vector(p.grad()));
+      }
+    }
+    ASSERT_EQ(results.size() % 2, 0u) << backbone;
+    const size_t half = results.size() / 2;
+    for (size_t i = 0; i < half; ++i)
+      EXPECT_TRUE(rel_close(results[half + i], results[i], 1e-4, std::string(backbone) + " result " + std::to_string(i)));
+  }
 }
 
 }  // namespace
