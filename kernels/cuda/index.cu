@@ -239,27 +239,22 @@ void gather(int elem_size, const std::vector<int64_t>& shape, int64_t dim, const
   check_launch("gather");
 }
 
-void scatter_add(EwDType dt, const std::vector<int64_t>& shape, int64_t dim, void* out, const int64_t* out_strides,
-                 int64_t out_dim_size, const int64_t* index, const void* src, const int64_t* src_strides,
-                 cudaStream_t stream) {
-  NvtxRange nvtx("vlp::cuda::scatter_add");
+ScatterPlan plan_scatter_add(const std::vector<int64_t>& shape, int64_t dim, const int64_t* out_strides,
+                             int64_t out_dim_size, const int64_t* host_index, const int64_t* src_strides) {
   const int64_t ndim = int64_t(shape.size());
   int64_t m = 1;
   for (int64_t s : shape) m *= s;
-  if (m == 0) return;
+  ScatterPlan plan;
+  if (m == 0) return plan;
   if (dim < 0 || dim >= ndim) throw std::runtime_error("cuda scatter_add: dim outside the index's dims");
-  std::vector<int64_t> idx(static_cast<size_t>(m));
-  check(cudaMemcpyAsync(idx.data(), index, size_t(m) * sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
-        "scatter_add index");
-  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   // Element offsets of every position p (row-major over shape): its target in out and its element of src.
   // Positions whose index is out of range are dropped.
   std::vector<int64_t> target_of, src_of, coord(static_cast<size_t>(ndim), 0);
   target_of.reserve(size_t(m));
   src_of.reserve(size_t(m));
-  int64_t out_base = 0, src_base = 0;  // offsets of coord with coordinate dim taken as 0 in out
+  int64_t out_base = 0, src_base = 0;  // offsets of coord (in out: with coordinate dim taken as 0)
   for (int64_t p = 0; p < m; ++p) {
-    const int64_t r = idx[size_t(p)];
+    const int64_t r = host_index[p];
     if (r >= 0 && r < out_dim_size) {
       target_of.push_back(out_base + r * out_strides[dim]);
       src_of.push_back(src_base);
@@ -277,32 +272,49 @@ void scatter_add(EwDType dt, const std::vector<int64_t>& shape, int64_t dim, voi
     }
   }
   const int64_t valid = int64_t(target_of.size());
-  if (valid == 0) return;
+  if (valid == 0) return plan;
   // Stable sort of the positions by target: equal targets keep the index's row-major order.
   std::vector<int64_t> order(static_cast<size_t>(valid));
   std::iota(order.begin(), order.end(), int64_t(0));
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return target_of[size_t(a)] < target_of[size_t(b)]; });
-  std::vector<int64_t> target, start(1, 0), packed;  // packed: src offsets, then start, then target
-  packed.reserve(size_t(3 * valid + 1));
+  plan.src_offset.reserve(size_t(valid));
   for (int64_t k = 0; k < valid; ++k) {
     const int64_t p = order[size_t(k)], t = target_of[size_t(p)];
-    if (k == 0 || t != target.back()) {  // the first position of a new target
-      if (k > 0) start.push_back(k);
-      target.push_back(t);
+    if (k == 0 || t != plan.target.back()) {  // the first position of a new target
+      plan.start.push_back(k);
+      plan.target.push_back(t);
     }
-    packed.push_back(src_of[size_t(p)]);
+    plan.src_offset.push_back(src_of[size_t(p)]);
   }
-  start.push_back(valid);
-  packed.insert(packed.end(), start.begin(), start.end());
-  packed.insert(packed.end(), target.begin(), target.end());
+  plan.start.push_back(valid);
+  return plan;
+}
+
+void scatter_add(EwDType dt, const std::vector<int64_t>& shape, int64_t dim, void* out, const int64_t* out_strides,
+                 int64_t out_dim_size, const int64_t* index, const void* src, const int64_t* src_strides,
+                 cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::scatter_add");
+  int64_t m = 1;
+  for (int64_t s : shape) m *= s;
+  if (m == 0) return;
+  std::vector<int64_t> idx(static_cast<size_t>(m));
+  check(cudaMemcpyAsync(idx.data(), index, size_t(m) * sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
+        "scatter_add index");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  const ScatterPlan plan = plan_scatter_add(shape, dim, out_strides, out_dim_size, idx.data(), src_strides);
+  if (plan.target.empty()) return;
+  // One upload: src offsets, start, target back to back.
+  std::vector<int64_t> packed(plan.src_offset);
+  packed.insert(packed.end(), plan.start.begin(), plan.start.end());
+  packed.insert(packed.end(), plan.target.begin(), plan.target.end());
   DeviceBuffer buf(packed.size() * sizeof(int64_t), current_device(), stream);
   check(cudaMemcpyAsync(buf.ptr, packed.data(), packed.size() * sizeof(int64_t), cudaMemcpyHostToDevice, stream),
         "scatter_add upload");
   const int64_t* d_src_off = static_cast<const int64_t*>(buf.ptr);
-  const int64_t* d_start = d_src_off + valid;
-  const int64_t* d_target = d_start + start.size();
-  const int64_t num_targets = int64_t(target.size());
+  const int64_t* d_start = d_src_off + plan.src_offset.size();
+  const int64_t* d_target = d_start + plan.start.size();
+  const int64_t num_targets = int64_t(plan.target.size());
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
     scatter_add_kernel<T><<<grid_for(num_targets, 256), 256, 0, stream>>>(

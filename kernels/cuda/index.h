@@ -45,4 +45,14 @@ void scatter_add(EwDType dt, const std::vector<int64_t>& shape, int64_t dim, voi
                  int64_t out_dim_size, const int64_t* index, const void* src, const int64_t* src_strides,
                  cudaStream_t stream);
 
+// The host half of scatter_add, exposed so that it can be tested without a GPU: positions p of `shape`
+// (row-major) whose index (host memory) is in range, grouped by their target element offset in out.
+// Target u (offsets in increasing order) adds src[src_offset[k]] for k in [start[u], start[u + 1]), in
+// the index's row-major order.
+struct ScatterPlan {
+  std::vector<int64_t> target, start, src_offset;
+};
+ScatterPlan plan_scatter_add(const std::vector<int64_t>& shape, int64_t dim, const int64_t* out_strides,
+                             int64_t out_dim_size, const int64_t* host_index, const int64_t* src_strides);
+
 }  // namespace vlp::cuda

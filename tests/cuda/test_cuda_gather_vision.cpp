@@ -33,6 +33,14 @@ std::vector<int64_t> index_values(const Shape& shape, int64_t range, uint64_t sa
   return v;
 }
 
+// Uniform [-1, 1) F32 values on the CPU (for the host-only test: no upload).
+Tensor host_random(const Shape& shape, uint64_t seed) {
+  Generator gen(seed);
+  Tensor t = empty(shape, DType::F32);
+  uniform_(t, -1.0, 1.0, &gen);
+  return t;
+}
+
 // ---- kernels ----
 
 TEST(CudaGatherKernel, MatchesTheCpuOnStridedInputsForEveryElementSize) {
@@ -97,6 +105,49 @@ TEST(CudaScatterAddKernel, MatchesTheCpuBitForBitInF32AndIsDeterministic) {
         }
       }
     }
+}
+
+// The host half of the CUDA scatter_add (no GPU needed): running its plan serially on the host must give
+// the CPU kernel's bits, for strided out and src.
+TEST(CudaScatterAddPlan, ReproducesTheCpuKernelOnTheHost) {
+  for (int64_t dim : {0, 1, 2})
+    for (bool strided_out : {false, true}) {
+      const std::string tag = "dim " + std::to_string(dim) + (strided_out ? " strided out" : "");
+      Tensor out_base = host_random({5, 7, 6}, 411 + uint64_t(dim));
+      // out [6, 7, 5]: a permuted view of out_base, or a contiguous copy of it.
+      Tensor out_view = permute(out_base, {2, 1, 0});
+      Tensor src = permute(host_random({13, 15, 14}, 421), {1, 2, 0});  // [15, 14, 13]
+      Shape ishape{5, 6, 4};
+      ishape[size_t(dim)] = 12;
+      std::vector<int64_t> idx = index_values(ishape, out_view.size(dim), 5 + uint64_t(dim));
+      Tensor ref = contiguous_raw(out_view);
+      cpu::scatter_add<float>(ishape, dim, ref.data<float>(), ref.strides().data(), idx.data(), src.data<float>(),
+                              src.strides().data());
+      Tensor got = strided_out ? clone(out_base) : contiguous_raw(out_view);
+      Tensor got_view = strided_out ? permute(got, {2, 1, 0}) : got;
+      cuda::ScatterPlan plan = cuda::plan_scatter_add(ishape, dim, got_view.strides().data(), got_view.size(dim),
+                                                      idx.data(), src.strides().data());
+      ASSERT_EQ(plan.start.size(), plan.target.size() + 1) << tag;
+      ASSERT_EQ(plan.start.back(), int64_t(idx.size())) << tag;  // every index in range: every position used
+      float* o = got.data<float>();
+      const float* sp = src.data<float>();
+      for (size_t u = 0; u < plan.target.size(); ++u) {  // what scatter_add_kernel does, one target each
+        if (u > 0) {
+          EXPECT_LT(plan.target[u - 1], plan.target[u]) << tag;
+        }
+        float acc = o[plan.target[u]];
+        for (int64_t k = plan.start[u]; k < plan.start[u + 1]; ++k) acc += sp[plan.src_offset[size_t(k)]];
+        o[plan.target[u]] = acc;
+      }
+      EXPECT_EQ(to_vector(got_view), to_vector(ref)) << tag;
+    }
+  // Positions whose index is out of range are dropped, never planned.
+  const std::vector<int64_t> shape{2, 3}, strides{3, 1};
+  const std::vector<int64_t> idx{-1, 3, 0, 2, 7, 0};  // along dim 1 of size 3: positions 2, 3, 5 are valid
+  cuda::ScatterPlan plan = cuda::plan_scatter_add(shape, 1, strides.data(), 3, idx.data(), strides.data());
+  EXPECT_EQ(plan.target, (std::vector<int64_t>{0, 3, 5}));  // out (0, 0), (1, 0), (1, 2)
+  EXPECT_EQ(plan.src_offset, (std::vector<int64_t>{2, 5, 3}));
+  EXPECT_EQ(plan.start, (std::vector<int64_t>{0, 1, 2, 3}));
 }
 
 TEST(CudaVisionKernel, AdaptiveMaxPoolGridForwardBackward) {
