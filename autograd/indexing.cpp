@@ -5,8 +5,9 @@
 // output's gradient into its slice (zeros for an output that was not used). Floating tensors are indexed
 // in their compute dtype (BF16/F16 through F32); integer and Bool tensors are moved as they are and never
 // record a gradient. Masks and conditions (Bool/U8/I32/I64) mean "true" where nonzero. On CUDA (through
-// autograd/kernel_calls.h) where/masked_fill take floating tensors (computed in F32 or BF16) and
-// index_select any dtype (a byte copy); concat, split and stack are copies and work on any device.
+// autograd/kernel_calls.h) where/masked_fill and scatter_add take floating tensors (computed in F32 or
+// BF16), index_select and gather any dtype (a byte copy); concat, split and stack are copies and work on
+// any device. The accumulating backward passes (index_add, scatter_add) are deterministic on both.
 #include "autograd/indexing.h"
 
 #include "autograd/dispatch.h"
@@ -281,33 +282,31 @@ void check_gather_shapes(const char* op, const Tensor& x, int64_t dim, const Ten
 }  // namespace
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-  check_operands("gather", {x, index}, /*same_dtype=*/false);
+  check_operands("gather", {x, index}, /*same_dtype=*/false, /*cuda_ok=*/true);
   VLP_CHECK(x.dim() > 0, "gather: x must have at least one dim");
   dim = x.wrap_dim(dim);
   check_gather_shapes("gather", x, dim, index);
   Tensor idx = index_as_i64("gather", index);
   check_index_range("gather", idx, x.size(dim), dim);
-  Tensor xc = in_kernel_dtype(x);
-  Tensor y = empty(index.shape(), xc.dtype());
-  if (y.numel() > 0)
-    dispatch_movable("gather", xc.dtype(), [&](auto t) {
-      using T = decltype(t);
-      cpu::gather<T>(index.shape(), dim, xc.data<T>(), xc.strides().data(), idx.data<int64_t>(), y.data<T>());
-    });
+  Tensor xc = in_kernel_dtype(x);  // CUDA: x as it is (a byte copy of any dtype)
+  Tensor y = empty(index.shape(), xc.dtype(), x.device());
+  if (x.is_cpu() && !is_floating(xc.dtype())) {
+    if (y.numel() > 0)
+      dispatch_movable("gather", xc.dtype(), [&](auto t) {
+        using T = decltype(t);
+        cpu::gather<T>(index.shape(), dim, xc.data<T>(), xc.strides().data(), idx.data<int64_t>(), y.data<T>());
+      });
+  } else {
+    call_gather("gather", xc, dim, idx, y);
+  }
   Tensor out = back_to(y, x.dtype());
   if (Node* node = is_floating(x.dtype()) ? record("gather", {x}, {&out}) : nullptr) {
     node->save({idx});
     Shape in_shape = x.shape();
     node->backward = [in_shape, dim](Node& node, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
-      Tensor dx = zeros(in_shape, gc.dtype());
-      const Tensor& idx = node.saved[0];
-      if (gc.numel() > 0)
-        dispatch_float("gather backward", gc.dtype(), [&](auto t) {
-          using T = decltype(t);
-          cpu::scatter_add<T>(idx.shape(), dim, dx.data<T>(), dx.strides().data(), idx.data<int64_t>(),
-                              gc.data<T>(), gc.strides().data());
-        });
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
+      Tensor dx = zeros(in_shape, gc.dtype(), gc.device());
+      call_scatter_add("gather backward", dx, dim, node.saved[0], gc);
       return {dx};
     };
   }
@@ -315,9 +314,11 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
-  check_operands("scatter_add", {x, src});
-  check_operands("scatter_add", {x, index}, /*same_dtype=*/false);
+  check_operands("scatter_add", {x, src}, /*same_dtype=*/true, /*cuda_ok=*/true);
+  check_operands("scatter_add", {x, index}, /*same_dtype=*/false, /*cuda_ok=*/true);
   VLP_CHECK(x.dim() > 0, "scatter_add: x must have at least one dim");
+  VLP_CHECK(x.is_cpu() || is_floating(x.dtype()), "scatter_add on ", x.device(),
+            ": only floating tensors (computed in F32 or BF16), got ", x.dtype());
   dim = x.wrap_dim(dim);
   check_gather_shapes("scatter_add", x, dim, index);
   VLP_CHECK(src.dim() == x.dim(), "scatter_add: src of shape ", shape_str(src.shape()),
@@ -327,36 +328,35 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
               " is larger than src of shape ", shape_str(src.shape()), " in dim ", d);
   Tensor idx = index_as_i64("scatter_add", index);
   check_index_range("scatter_add", idx, x.size(dim), dim);
-  DType kd = kernel_dtype(x.dtype());
-  Tensor y = empty(x.shape(), kd);
+  DType kd = kernel_dtype(x);
+  Tensor y = empty(x.shape(), kd, x.device());
   copy_(y, x);
   Tensor sc = in_kernel_dtype(src);
-  if (idx.numel() > 0)
-    dispatch_summable("scatter_add", kd, [&](auto t) {
-      using T = decltype(t);
-      cpu::scatter_add<T>(index.shape(), dim, y.data<T>(), y.strides().data(), idx.data<int64_t>(), sc.data<T>(),
-                          sc.strides().data());
-    });
+  if (x.is_cpu() && !is_floating(kd)) {
+    if (idx.numel() > 0)
+      dispatch_summable("scatter_add", kd, [&](auto t) {
+        using T = decltype(t);
+        cpu::scatter_add<T>(index.shape(), dim, y.data<T>(), y.strides().data(), idx.data<int64_t>(), sc.data<T>(),
+                            sc.strides().data());
+      });
+  } else {
+    call_scatter_add("scatter_add", y, dim, idx, sc);
+  }
   Tensor out = back_to(y, x.dtype());
   if (Node* node = is_floating(x.dtype()) ? record("scatter_add", {x, src}, {&out}) : nullptr) {
     node->save({node->needs_grad(1) ? idx : Tensor()});
     Shape src_shape = src.shape();
     node->backward = [dim, src_shape](Node& node, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
       Tensor dsrc;
       if (node.needs_grad(1)) {  // dsrc = gather(g, dim, index), zero where src reaches past the index
         const Tensor& idx = node.saved[0];
-        Tensor gathered = empty(idx.shape(), gc.dtype());
-        if (gathered.numel() > 0)
-          dispatch_float("scatter_add backward", gc.dtype(), [&](auto t) {
-            using T = decltype(t);
-            cpu::gather<T>(idx.shape(), dim, gc.data<T>(), gc.strides().data(), idx.data<int64_t>(),
-                           gathered.data<T>());
-          });
+        Tensor gathered = empty(idx.shape(), gc.dtype(), gc.device());
+        call_gather("scatter_add backward", gc, dim, idx, gathered);
         if (idx.shape() == src_shape) {
           dsrc = gathered;
         } else {
-          dsrc = zeros(src_shape, gc.dtype());
+          dsrc = zeros(src_shape, gc.dtype(), gc.device());
           copy_(as_strided(dsrc, idx.shape(), dsrc.strides(), 0), gathered);
         }
       }

@@ -1,6 +1,7 @@
 // CPU or CUDA kernel for each wired op family, chosen by the device of the tensors (see kernel_calls.h).
 #include "autograd/kernel_calls.h"
 
+#include <algorithm>
 #include <exception>
 
 #include "autograd/dispatch.h"
@@ -11,8 +12,9 @@
 #include "kernels/cpu/loss.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/random.h"
-#include "kernels/cpu/softmax.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cpu/softmax.h"
+#include "kernels/cpu/vision.h"
 
 #ifdef VLP_HAVE_CUDA
 #include "kernels/cuda/attention.h"
@@ -22,6 +24,7 @@
 #include "kernels/cuda/misc.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/cuda/vision.h"
 #endif
 
 namespace vlp {
@@ -365,15 +368,16 @@ void call_cross_entropy_backward(const char* op, const Tensor& logits, const Ten
     });
     return;
   }
-  VLP_CHECK(!dweight.defined(), op, ": the gradient of sample_weight is not computed on CUDA yet");
-  if (!dlogits.defined()) return;
+  if (!dlogits.defined() && !dweight.defined()) return;
+  const Tensor& typed = dlogits.defined() ? dlogits : dweight;  // the compute dtype
   Tensor target_dev = convert(target, DType::I64, dloss.device());
   Tensor dloss_f32 = convert(dloss, DType::F32);
   on_gpu(op, dloss.device(), [&](auto stream) {
 #ifdef VLP_HAVE_CUDA
-    cuda::cross_entropy_backward(cuda_dtype(op, logits.dtype()), logits.data_ptr(), target_dev.data<int64_t>(),
-                                 void_or_null(weight), lse.data<float>(), dloss_f32.data<float>(), dloss_stride, scale,
-                                 n, c, ignore_index, eps, dlogits.data_ptr(), stream);
+    cuda::cross_entropy_backward(cuda_dtype(op, typed.dtype()), void_or_null(logits), target_dev.data<int64_t>(),
+                                 void_or_null(weight), ptr_or_null<float>(lse), ptr_or_null<float>(raw),
+                                 dloss_f32.data<float>(), dloss_stride, scale, n, c, ignore_index, eps,
+                                 void_or_null(dlogits), void_or_null(dweight), stream);
 #endif
   });
 }
@@ -609,6 +613,80 @@ void call_scatter_dim(const char* op, const Tensor& g, const Tensor& indices, co
 #ifdef VLP_HAVE_CUDA
     cuda::scatter_dim(cuda_dtype(op, g.dtype()), g.data_ptr(), indices.data<int64_t>(), dx.data_ptr(), outer, n,
                       inner, stream);
+#endif
+  });
+}
+
+void call_gather(const char* op, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
+  if (out.numel() == 0) return;
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::gather<T>(index.shape(), dim, x.data<T>(), x.strides().data(), index.data<int64_t>(), out.data<T>());
+    });
+    return;
+  }
+  VLP_CHECK(index.dim() <= 8, op, ": on CUDA the index has at most 8 dims, got ", shape_str(index.shape()));
+  Tensor idx = index_on(index, x.device());
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::gather(int(x.element_size()), index.shape(), dim, x.data_ptr(), x.strides().data(), x.size(dim),
+                 idx.data<int64_t>(), out.data_ptr(), stream);
+#endif
+  });
+}
+
+void call_scatter_add(const char* op, const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
+  if (index.numel() == 0) return;
+  if (out.is_cpu()) {
+    dispatch_float(op, out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::scatter_add<T>(index.shape(), dim, out.data<T>(), out.strides().data(), index.data<int64_t>(),
+                          src.data<T>(), src.strides().data());
+    });
+    return;
+  }
+  VLP_CHECK(src.dtype() == out.dtype(), op, ": src (", src.dtype(), ") and out (", out.dtype(), ") differ");
+  Tensor idx = index_on(index, out.device());
+  on_gpu(op, out.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::scatter_add(cuda_dtype(op, out.dtype()), index.shape(), dim, out.data_ptr(), out.strides().data(),
+                      out.size(dim), idx.data<int64_t>(), src.data_ptr(), src.strides().data(), stream);
+#endif
+  });
+}
+
+void call_adaptive_max_pool_grid(const char* op, const Tensor& x, const Tensor& y, const Tensor& argmax) {
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3), oh = y.size(1), ow = y.size(2);
+  if (x.is_cpu()) {
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::adaptive_max_pool_grid<T>(x.data<T>(), y.data<T>(), argmax.data<int64_t>(), B, H, W, C, oh, ow);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::adaptive_max_pool_grid(cuda_dtype(op, x.dtype()), x.data_ptr(), y.data_ptr(), argmax.data<int64_t>(), B, H,
+                                 W, C, oh, ow, stream);
+#endif
+  });
+}
+
+void call_adaptive_max_pool_grid_backward(const char* op, const Tensor& dy, const Tensor& argmax, const Tensor& dx) {
+  const int64_t B = dx.size(0), H = dx.size(1), W = dx.size(2), C = dx.size(3), oh = dy.size(1), ow = dy.size(2);
+  if (dy.is_cpu()) {
+    dispatch_float(op, dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      std::fill(dx.data<T>(), dx.data<T>() + dx.numel(), T(0));
+      cpu::adaptive_max_pool_grid_backward<T>(dy.data<T>(), argmax.data<int64_t>(), dx.data<T>(), B, H, W, C, oh, ow);
+    });
+    return;
+  }
+  on_gpu(op, dy.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    cuda::adaptive_max_pool_grid_backward(cuda_dtype(op, dy.dtype()), dy.data_ptr(), argmax.data<int64_t>(),
+                                          dx.data_ptr(), B, H, W, C, oh, ow, stream);
 #endif
   });
 }

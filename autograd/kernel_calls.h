@@ -2,11 +2,11 @@
 // pick the compute dtype (compute_dtype(dt, device)), allocate outputs on the inputs' device and call
 // these functions with tensors already in the compute dtype; each calls the CPU kernel (F32/F64) or the
 // CUDA kernel (F32/BF16, on the tensor's GPU and its current stream). The autograd rules themselves do
-// not change with the device. Families wired so far: elementwise (unary, binary), sum, matmul/linear (gemm), softmax, layer_norm,
-// rms_norm, dropout, embedding, cross_entropy, attention, where/masked_fill, index_select, max,
-// binary_cross_entropy_with_logits and the optimizers' AdamW step and gradient
-// norm (CUDA side only); the others
-// still reject CUDA tensors in check_operands.
+// not change with the device. Families wired: elementwise (unary, binary), sum, matmul/linear (gemm),
+// softmax, layer_norm, rms_norm, dropout, embedding, cross_entropy (with the sample weight's gradient),
+// attention, where/masked_fill, index_select, gather/scatter_add, max, binary_cross_entropy_with_logits,
+// adaptive_max_pool_grid, and the optimizers' AdamW step and gradient norm (CUDA side only). patch_embed
+// is composed of views, a copy and linear, so it needs no entry here.
 #pragma once
 #include <vector>
 
@@ -63,8 +63,9 @@ void call_embedding_forward(const char* op, const Tensor& weight, const Tensor& 
 void call_embedding_backward(const char* op, const Tensor& dy, const Tensor& ids, const Tensor& dweight);
 
 // Cross-entropy rows (kernels/cpu/loss.h): target is the checked I64 CPU tensor; rows, lse and raw
-// (optional) are F64 on the CPU and F32 on CUDA (norm_stats_dtype). The backward's dweight (the sample
-// weight's gradient) is CPU-only for now.
+// (optional) are F64 on the CPU and F32 on CUDA (norm_stats_dtype). The backward writes dlogits and
+// dweight (the sample weight's gradient, from raw), each optional; without dlogits, logits and lse may be
+// undefined.
 void call_cross_entropy_forward(const char* op, const Tensor& logits, const Tensor& target, const Tensor& weight,
                                 int64_t ignore_index, double eps, const Tensor& rows, const Tensor& lse,
                                 const Tensor& raw);
@@ -119,6 +120,22 @@ void call_max_dim(const char* op, const Tensor& x, const Tensor& values, const T
                   int64_t n, int64_t inner);
 void call_scatter_dim(const char* op, const Tensor& g, const Tensor& indices, const Tensor& dx, int64_t outer,
                       int64_t n, int64_t inner);
+
+// out (contiguous, the index's shape) = x gathered along dim at index (contiguous I64 on the CPU, checked
+// in range; CUDA uploads it) as cpu::gather; x in its kernel dtype with its own strides. On CUDA any dtype
+// (a byte copy, at most 8 dims).
+void call_gather(const char* op, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+// out[p with dim replaced by index[p]] += src[p] over the index's shape (cpu::scatter_add): out and src of
+// one dtype with their own strides. Deterministic on both devices (CUDA: floating dtypes only, grouped by
+// target on the host, summed in index order).
+void call_scatter_add(const char* op, const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+
+// ---- vision (kernels/cpu/vision.h) ----
+
+// x [B, H, W, C] contiguous -> y [B, oh, ow, C] and argmax (I64 on x's device); and the backward into dx
+// [B, H, W, C] (fully overwritten) from dy and the saved argmax.
+void call_adaptive_max_pool_grid(const char* op, const Tensor& x, const Tensor& y, const Tensor& argmax);
+void call_adaptive_max_pool_grid_backward(const char* op, const Tensor& dy, const Tensor& argmax, const Tensor& dx);
 
 // ---- optimizers (CUDA only: the CPU optimizers call kernels/cpu/optim.h one parameter at a time) ----
 

@@ -1,18 +1,20 @@
 // Differentiable image-to-token ops. patch_embed is a composite of views and linear (a stride = kernel
-// convolution is a matrix product over non-overlapping patches), so its gradients come from those ops;
-// adaptive_max_pool_grid runs kernels/cpu/vision and saves the argmax for its backward.
+// convolution is a matrix product over non-overlapping patches), so its gradients come from those ops and
+// it runs wherever they do (on CUDA: the strided copy kernel and cuBLASLt); adaptive_max_pool_grid runs
+// kernels/cpu/vision or kernels/cuda/vision (autograd/kernel_calls.h) and saves the argmax for its
+// backward.
 #include "autograd/vision.h"
 
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
+#include "autograd/kernel_calls.h"
 #include "autograd/linalg.h"
 #include "autograd/views.h"
-#include "kernels/cpu/vision.h"
 
 namespace vlp {
 
 Tensor patch_embed(const Tensor& images, const Tensor& weight, const Tensor& bias) {
-  check_operands("patch_embed", {images, weight, bias});
+  check_operands("patch_embed", {images, weight, bias}, /*same_dtype=*/true, /*cuda_ok=*/true);
   VLP_CHECK(images.dim() == 4, "patch_embed: images must be [B, C, H, W], got ", shape_str(images.shape()));
   VLP_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3) && weight.size(2) > 0,
             "patch_embed: weight must be [D, C, P, P], got ", shape_str(weight.shape()));
@@ -32,30 +34,24 @@ Tensor patch_embed(const Tensor& images, const Tensor& weight, const Tensor& bia
 }
 
 Tensor adaptive_max_pool_grid(const Tensor& x, int64_t out_h, int64_t out_w) {
-  check_operands("adaptive_max_pool_grid", {x});
+  check_operands("adaptive_max_pool_grid", {x}, /*same_dtype=*/true, /*cuda_ok=*/true);
   VLP_CHECK(x.dim() == 4, "adaptive_max_pool_grid: x must be [B, H, W, C], got ", shape_str(x.shape()));
   VLP_CHECK(out_h > 0 && out_w > 0, "adaptive_max_pool_grid: output grid ", out_h, "x", out_w, " must be positive");
   const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   VLP_CHECK(H > 0 && W > 0, "adaptive_max_pool_grid: empty input grid ", shape_str(x.shape()));
-  DType dt = compute_dtype(x.dtype());
-  Tensor xc = convert(x, dt);
-  Tensor y = empty({B, out_h, out_w, C}, dt), argmax = empty({B, out_h, out_w, C}, DType::I64);
-  dispatch_float("adaptive_max_pool_grid", dt, [&](auto t) {
-    using T = decltype(t);
-    cpu::adaptive_max_pool_grid<T>(xc.data<T>(), y.data<T>(), argmax.data<int64_t>(), B, H, W, C, out_h, out_w);
-  });
+  const Device dev = x.device();
+  DType dt = compute_dtype(x.dtype(), dev);
+  Tensor xc = convert(x, dt);  // contiguous
+  Tensor y = empty({B, out_h, out_w, C}, dt, dev), argmax = empty({B, out_h, out_w, C}, DType::I64, dev);
+  call_adaptive_max_pool_grid("adaptive_max_pool_grid", xc, y, argmax);
   Tensor out = dt == x.dtype() ? y : convert(y, x.dtype());
   if (Node* n = record("adaptive_max_pool_grid", {x}, {&out})) {
     n->save({argmax});
     Shape in_shape = x.shape();
-    n->backward = [in_shape, out_h, out_w](Node& n, const Grads& g) -> Grads {
-      Tensor gc = convert(g[0], compute_dtype(g[0].dtype()));
-      Tensor dx = zeros(in_shape, gc.dtype());
-      dispatch_float("adaptive_max_pool_grid backward", gc.dtype(), [&](auto t) {
-        using T = decltype(t);
-        cpu::adaptive_max_pool_grid_backward<T>(gc.data<T>(), n.saved[0].data<int64_t>(), dx.data<T>(), in_shape[0],
-                                                in_shape[1], in_shape[2], in_shape[3], out_h, out_w);
-      });
+    n->backward = [in_shape](Node& n, const Grads& g) -> Grads {
+      Tensor gc = convert(g[0], compute_dtype(g[0].dtype(), g[0].device()));
+      Tensor dx = empty(in_shape, gc.dtype(), gc.device());
+      call_adaptive_max_pool_grid_backward("adaptive_max_pool_grid backward", gc, n.saved[0], dx);
       return {dx};
     };
   }

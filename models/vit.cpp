@@ -163,9 +163,12 @@ Tensor interpolate_position_embeddings(const Tensor& pos, int64_t grid_h, int64_
             " patch positions do not form a square grid, so they cannot be resampled");
   Tensor cls = narrow(pos, 1, 0, 1);
   Tensor grid = reshape(narrow(pos, 1, 1, n), {side, side * D});
-  // Rows then columns: out[i, j] = sum_{a, b} Mh[i, a] Mw[j, b] grid[a, b].
-  Tensor rows = reshape(matmul(bicubic_resample_matrix(side, grid_h, pos.dtype()), grid), {grid_h, side, D});
-  Tensor both = matmul(bicubic_resample_matrix(side, grid_w, pos.dtype()), rows);  // [grid_h, grid_w, D]
+  // Rows then columns: out[i, j] = sum_{a, b} Mh[i, a] Mw[j, b] grid[a, b]. The matrices are built on the
+  // host and moved to the embeddings' device.
+  Tensor mh = convert(bicubic_resample_matrix(side, grid_h, pos.dtype()), pos.dtype(), pos.device());
+  Tensor mw = convert(bicubic_resample_matrix(side, grid_w, pos.dtype()), pos.dtype(), pos.device());
+  Tensor rows = reshape(matmul(mh, grid), {grid_h, side, D});
+  Tensor both = matmul(mw, rows);  // [grid_h, grid_w, D]
   return concat({cls, reshape(both, {1, grid_h * grid_w, D})}, 1);
 }
 

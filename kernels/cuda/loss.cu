@@ -1,7 +1,8 @@
 // Fused softmax-cross-entropy over [N, C] logits, one block per row: max and log-sum-exp by block
 // reductions, the loss from the target logit and (for label smoothing) the row mean; no probability
-// tensor is written. The backward recomputes exp(logit - lse) per element; the fused variant does the
-// forward and writes the gradient over the logits in the same launch. Binary cross-entropy with logits is
+// tensor is written. The backward recomputes exp(logit - lse) per element and writes the sample weight's
+// gradient (g times the saved unweighted row loss) in the same launch; the fused variant does the forward
+// and writes the gradient over the logits in the same launch. Binary cross-entropy with logits is
 // elementwise (the caller sums the per-element losses).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/nn.h"
@@ -71,15 +72,19 @@ __device__ void write_dlogits(const T* row, T* drow, int64_t c, int64_t t, float
   }
 }
 
+// One block per row: thread 0 writes the sample weight's gradient g raw, the block the row of dlogits.
 template <class T>
 __global__ void ce_backward_kernel(const T* logits, const int64_t* target, const T* weight, const float* lse,
-                                   const float* dloss, int64_t dloss_stride, float scale, int64_t n, int64_t c,
-                                   int64_t ignore_index, float eps, T* dlogits) {
+                                   const float* raw_loss, const float* dloss, int64_t dloss_stride, float scale,
+                                   int64_t n, int64_t c, int64_t ignore_index, float eps, T* dlogits, T* dweight) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     const int64_t t = target[i];
     const bool ignored = t == ignore_index;
-    const float g = ignored ? 0.f : dloss[i * dloss_stride] * scale * (weight ? to_float(weight[i]) : 1.f);
-    write_dlogits(logits + i * c, dlogits + i * c, c, t, ignored ? 0.f : lse[i], g, eps, ignored);
+    const float g = ignored ? 0.f : dloss[i * dloss_stride] * scale;
+    if (dweight && threadIdx.x == 0) dweight[i] = from_float<T>(ignored ? 0.f : g * raw_loss[i]);
+    if (!dlogits) continue;
+    const float gw = g * (weight && !ignored ? to_float(weight[i]) : 1.f);
+    write_dlogits(logits + i * c, dlogits + i * c, c, t, ignored ? 0.f : lse[i], gw, eps, ignored);
   }
 }
 
@@ -123,15 +128,18 @@ void cross_entropy_forward(EwDType dt, const void* logits, const int64_t* target
 }
 
 void cross_entropy_backward(EwDType dt, const void* logits, const int64_t* target, const void* sample_weight,
-                            const float* lse, const float* dloss, int64_t dloss_stride, double scale, int64_t n,
-                            int64_t c, int64_t ignore_index, double eps, void* dlogits, cudaStream_t stream) {
+                            const float* lse, const float* raw_loss, const float* dloss, int64_t dloss_stride,
+                            double scale, int64_t n, int64_t c, int64_t ignore_index, double eps, void* dlogits,
+                            void* dweight, cudaStream_t stream) {
   NvtxRange nvtx("vlp::cuda::cross_entropy_backward");
-  if (n == 0) return;
+  if (n == 0 || (!dlogits && !dweight)) return;
   by_dtype(dt, [&](auto t) {
     using T = decltype(t);
-    ce_backward_kernel<T><<<row_grid(n), kBlock, 0, stream>>>(
-        static_cast<const T*>(logits), target, static_cast<const T*>(sample_weight), lse, dloss, dloss_stride,
-        float(scale), n, c, ignore_index, float(eps), static_cast<T*>(dlogits));
+    // Only the weight gradient: one warp per row is plenty.
+    ce_backward_kernel<T><<<row_grid(n), dlogits ? kBlock : 32, 0, stream>>>(
+        static_cast<const T*>(logits), target, static_cast<const T*>(sample_weight), lse, raw_loss, dloss,
+        dloss_stride, float(scale), n, c, ignore_index, float(eps), static_cast<T*>(dlogits),
+        static_cast<T*>(dweight));
   });
   check_launch("cross_entropy_backward");
 }

@@ -1,6 +1,6 @@
 // Row-wise neural-network kernels on the GPU, counterparts of kernels/cpu/{reduce,softmax,loss,norm}.h,
 // for F32 and BF16 storage (compute and statistics in float): reductions, softmax/log_softmax, the fused
-// softmax-cross-entropy, LayerNorm (with a fused residual add) and RMSNorm. Every reduction has a fixed
+// softmax-cross-entropy (with the sample weight's gradient), LayerNorm (with a fused residual add) and RMSNorm. Every reduction has a fixed
 // order for a given shape, so results are deterministic run to run.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -28,10 +28,14 @@ void cross_entropy_forward(EwDType dt, const void* logits, const int64_t* target
                            int64_t n, int64_t c, int64_t ignore_index, double eps, float* loss, float* lse,
                            float* raw_loss, cudaStream_t stream);
 // dlogits[i, c] = g_i w_i (exp(logits - lse) - (1 - eps)[c == t] - eps / C), g_i = dloss[i * stride] * scale
-// (dloss float). dlogits may be the logits buffer itself (written in place).
+// (dloss float; g_i = 0 on ignored rows), and the sample weight's gradient dweight[i] = g_i raw_loss[i]
+// (raw_loss: the forward's unweighted per-row losses). dlogits and dweight are each optional (null); without
+// dlogits, logits and lse may be null, without dweight raw_loss. dlogits may be the logits buffer itself
+// (written in place).
 void cross_entropy_backward(EwDType dt, const void* logits, const int64_t* target, const void* sample_weight,
-                            const float* lse, const float* dloss, int64_t dloss_stride, double scale, int64_t n,
-                            int64_t c, int64_t ignore_index, double eps, void* dlogits, cudaStream_t stream);
+                            const float* lse, const float* raw_loss, const float* dloss, int64_t dloss_stride,
+                            double scale, int64_t n, int64_t c, int64_t ignore_index, double eps, void* dlogits,
+                            void* dweight, cudaStream_t stream);
 // Forward and backward in one pass over the logits, for a loss whose gradient per row is known up front
 // (g_i = scale, e.g. 1/count for a mean): writes loss and lse and overwrites `logits` with dlogits, so no
 // probability tensor is ever stored.

@@ -31,7 +31,8 @@ CausalLMOutput GPT2WithVisualPrefix::forward(const Tensor& pooled, const Tensor&
   GPT2Input in;
   in.inputs_embeds = concat({visual_token(pooled, ctx), gpt2->transformer.wte.forward(input_ids)}, 1);
   if (attention_mask.defined()) in.attention_mask = concat_masks(Tensor(), 1, attention_mask, T, B, input_ids.device());
-  if (labels.defined()) in.labels = concat({full({B, 1}, -100.0, DType::I64), to(labels, DType::I64)}, 1);
+  if (labels.defined())
+    in.labels = concat({full({B, 1}, -100.0, DType::I64, labels.device()), to(labels, DType::I64)}, 1);
   return gpt2->forward(in, ctx);
 }
 

@@ -59,7 +59,8 @@ Tensor VisualEmbedding::forward(const VisualInput& visual) const {
   Tensor f = feat_proj.forward(feats);
   f = rms ? feat_rms->forward(f) : feat_ln->forward(f);
   // [b; a] with a = (x2 - x1)(y2 - y1), boxes as (x1, x2, y1, y2).
-  Tensor boxes = visual.boxes.defined() ? to(visual.boxes, feats.dtype()) : zeros({B, N, 4}, feats.dtype(), feats.device());
+  Tensor boxes = visual.boxes.defined() ? to(to(visual.boxes, feats.device()), feats.dtype())
+                                        : zeros({B, N, 4}, feats.dtype(), feats.device());
   VLP_CHECK(boxes.dim() == 3 && boxes.size(0) == B && boxes.size(1) == N && boxes.size(2) == 4,
             "VisualEmbedding: boxes must be [B, N, 4]");
   Tensor area = mul(sub(narrow(boxes, 2, 1, 1), narrow(boxes, 2, 0, 1)),
@@ -169,17 +170,17 @@ Tensor weighted_seq2seq_loss(const Tensor& logits, const Tensor& labels, const T
   const int64_t B = logits.size(0), L = logits.size(1), V = logits.size(2);
   Tensor flat = reshape(to(logits, DType::F32), {B * L, V});
   Tensor tok = reshape(cross_entropy(flat, reshape(labels, {B * L}), -100, 0.0, Tensor(), Reduction::None), {B, L});
-  // Count of labelled tokens per row (at least 1 so an all-ignored row contributes 0).
+  // Count of labelled tokens per row (at least 1 so an all-ignored row contributes 0). The labels are read
+  // on the host and the counts and weights follow the logits' device.
   std::vector<double> counts(size_t(B), 0.0);
   {
-    Tensor c = contiguous(to(labels, DType::I64));
-    const int64_t* p = c.data<int64_t>();
+    const std::vector<double> p = to_vector(labels);
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < L; ++t) counts[size_t(b)] += p[b * L + t] != -100 ? 1.0 : 0.0;
+      for (int64_t t = 0; t < L; ++t) counts[size_t(b)] += p[size_t(b * L + t)] != -100 ? 1.0 : 0.0;
     for (double& n : counts) n = n > 0 ? n : 1.0;
   }
-  Tensor per_example = div(sum(tok, {1}), from_vector(counts, {B}, DType::F32, tok.device()));
-  if (weights.defined()) per_example = mul(per_example, to(weights, DType::F32));
+  Tensor per_example = div(sum(tok, {1}), from_vector(counts, {B}, DType::F32, logits.device()));
+  if (weights.defined()) per_example = mul(per_example, to(to(weights, logits.device()), DType::F32));
   return mean(per_example);
 }
 

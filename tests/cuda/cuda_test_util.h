@@ -1,6 +1,8 @@
 // Helpers for the CUDA tests: the skip rule, inputs uploaded to the GPU, poisoned outputs, and the
 // relative-error comparison against the CPU reference.
 //
+// compare_graph runs one autograd graph on the CPU and on the GPU and compares outputs and gradients.
+//
 // Every test that needs a GPU starts with VLP_REQUIRE_GPU(): without a device it skips with "no CUDA
 // device: <reason>", unless VLP_REQUIRE_CUDA=1 is set (tools/gpu-check.sh), where a skip would hide a
 // broken setup, so it fails instead.
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/ops.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/runtime.h"
 #include "runtime/device_copy.h"
@@ -108,6 +111,38 @@ inline double tol_for(DType dt) { return dt == DType::BF16 ? 1e-2 : 1e-5; }
 inline Tensor gpu_f32(int64_t n) { return poisoned({n}, DType::F32); }
 inline Tensor upload_i64(const std::vector<int64_t>& v) {
   return from_data<int64_t>(v, {int64_t(v.size())}, gpu());
+}
+
+// The tolerance for a graph of several ops: BF16 rounds after every op on both devices, differently.
+inline double graph_tol(DType dt) { return dt == DType::BF16 ? 3e-2 : 1e-5; }
+
+// Runs build(inputs on dev) on the CPU and the GPU with the same values, backward through
+// sum(out * weights) (fresh weights: every output element gets its own gradient), and compares outputs
+// and input gradients.
+template <class Build>
+void compare_graph(const std::vector<Shape>& shapes, DType dt, uint64_t seed, Build&& build, const std::string& what) {
+  std::vector<Input> in;
+  for (size_t i = 0; i < shapes.size(); ++i) in.push_back(make_input(shapes[i], seed + i, dt));
+  auto run = [&](Device dev) {
+    std::vector<Tensor> xs;
+    for (const Input& x : in) {
+      xs.push_back(convert(x.cpu, dt, dev));
+      xs.back().set_requires_grad(true);
+    }
+    Tensor y = build(xs, dev);
+    Input w = make_input(y.shape(), seed + 99, dt);
+    backward(sum(mul(y, convert(w.cpu, dt, dev))));
+    std::vector<Tensor> out{y};
+    for (const Tensor& x : xs) out.push_back(x.grad());
+    return out;
+  };
+  std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
+  EXPECT_TRUE(g[0].is_cuda()) << what;
+  for (size_t i = 0; i < c.size(); ++i) {
+    ASSERT_TRUE(g[i].defined()) << what << " result " << i;
+    EXPECT_TRUE(rel_close(g[i], c[i], graph_tol(dt), what + " " + std::string(dtype_name(dt)) + " result " +
+                                                          std::to_string(i)));
+  }
 }
 
 }  // namespace vlp::cudatest

@@ -1,7 +1,7 @@
 // Differentiable ops on CUDA tensors through the kernel-call layer (autograd/kernel_calls.h): elementwise
 // unary and broadcasting binary ops, in-place updates, sum and mean, matmul and linear, softmax, norms,
-// dropout and embedding; forward values and gradients against the same graph run on the CPU. Families not
-// wired yet (gather, here) refuse CUDA tensors with a clear error.
+// dropout and embedding; forward values and gradients against the same graph run on the CPU. What CUDA
+// does not support (F64, integer scatter_add) is refused with a clear error.
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
@@ -63,18 +63,25 @@ TEST(CudaAutograd, NonContiguousInputsAndInPlaceUpdates) {
   EXPECT_TRUE(rel_close(p_gpu, p_cpu, 1e-6, "add_ and mul_"));
 }
 
-TEST(CudaAutograd, UnwiredOpsRefuseCudaTensorsClearly) {
+TEST(CudaAutograd, UnsupportedCasesRefuseCudaTensorsClearly) {
   VLP_REQUIRE_GPU();
-  Tensor x = full({2, 3}, 1.0, DType::F32, gpu());
-  Tensor index = full({2, 3}, 0.0, DType::I64, gpu());
-  try {
-    gather(x, -1, index);
-    FAIL() << "gather on CUDA should not run before its family is wired";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("no kernel for cuda:0"), std::string::npos) << e.what();
-  }
+  // Every op is wired now; what remains refused says so, naming the op.
+  auto expect_error = [](auto&& fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "expected an error containing '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
   Tensor x64 = full({2}, 1.0, DType::F64, gpu());
-  EXPECT_THROW(exp(x64), Error);  // the CUDA kernels compute in F32 or BF16
+  expect_error([&] { exp(x64); }, "F32 or BF16");  // the CUDA kernels compute in F32 or BF16
+  Tensor xi = from_vector({1, 2, 3}, {3}, DType::I64, gpu());
+  expect_error([&] { scatter_add(xi, 0, from_vector({0}, {1}, DType::I64, gpu()), xi); },
+               "scatter_add on cuda:0: only floating tensors");
+  Shape nine(9, 1);
+  expect_error([&] { gather(full(nine, 1.0, DType::F32, gpu()), 0, full(nine, 0.0, DType::I64, gpu())); },
+               "at most 8 dims");
 }
 
 // y = sum(gelu(linear(x, W, b)) @ V) with x [2, 5, 7], batched matmul with a broadcast and transposed

@@ -15,38 +15,6 @@ namespace {
 
 using namespace cudatest;
 
-// The tolerance for a graph of several ops: BF16 rounds after every op on both devices, differently.
-double graph_tol(DType dt) { return dt == DType::BF16 ? 3e-2 : 1e-5; }
-
-// Runs build(inputs on dev) on the CPU and the GPU with the same values, backward through
-// sum(out * weights) (fresh weights: every output element gets its own gradient), and compares outputs
-// and input gradients.
-template <class Build>
-void compare_graph(const std::vector<Shape>& shapes, DType dt, uint64_t seed, Build&& build, const std::string& what) {
-  std::vector<Input> in;
-  for (size_t i = 0; i < shapes.size(); ++i) in.push_back(make_input(shapes[i], seed + i, dt));
-  auto run = [&](Device dev) {
-    std::vector<Tensor> xs;
-    for (const Input& x : in) {
-      xs.push_back(convert(x.cpu, dt, dev));
-      xs.back().set_requires_grad(true);
-    }
-    Tensor y = build(xs, dev);
-    Input w = make_input(y.shape(), seed + 99, dt);
-    backward(sum(mul(y, convert(w.cpu, dt, dev))));
-    std::vector<Tensor> out{y};
-    for (const Tensor& x : xs) out.push_back(x.grad());
-    return out;
-  };
-  std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
-  EXPECT_TRUE(g[0].is_cuda()) << what;
-  for (size_t i = 0; i < c.size(); ++i) {
-    ASSERT_TRUE(g[i].defined()) << what << " result " << i;
-    EXPECT_TRUE(rel_close(g[i], c[i], graph_tol(dt), what + " " + std::string(dtype_name(dt)) + " result " +
-                                                          std::to_string(i)));
-  }
-}
-
 TEST(CudaIndexing, WhereAndMaskedFillMatchTheCpu) {
   VLP_REQUIRE_GPU();
   for (DType dt : {DType::F32, DType::BF16}) {

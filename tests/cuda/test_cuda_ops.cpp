@@ -152,17 +152,29 @@ TEST(CudaLoss, CrossEntropyForwardBackwardAndFused) {
         EXPECT_TRUE(rel_close(to_vector(lse), lse_ref, 1e-5, "lse " + tag));
         EXPECT_TRUE(rel_close(to_vector(raw), raw_ref, 1e-5, "raw loss " + tag));
 
-        // Backward with a per-row dloss (stride 1) and a scale.
+        // Backward with a per-row dloss (stride 1) and a scale, with the sample weight's gradient from the
+        // unweighted row losses (the GPU's, as the op saves them).
         Input dloss = make_input({n}, 73, DType::F32);
-        std::vector<float> dlogits_ref(static_cast<size_t>(n * c));
+        std::vector<float> dlogits_ref(static_cast<size_t>(n * c)), dweight_ref(static_cast<size_t>(n));
+        std::vector<double> raw_gpu = to_vector(raw);
         cpu::cross_entropy_backward<float>(logits.c(), target.data(), weighted ? w.c() : nullptr, lse_ref.data(),
-                                           nullptr, dloss.c(), 1, 0.5, n, c, ignore, eps, dlogits_ref.data(), nullptr);
-        Tensor dlogits = poisoned({n, c}, dt);
+                                           raw_gpu.data(), dloss.c(), 1, 0.5, n, c, ignore, eps, dlogits_ref.data(),
+                                           dweight_ref.data());
+        Tensor dlogits = poisoned({n, c}, dt), dweight = poisoned({n}, dt);
         cuda::cross_entropy_backward(ew(dt), logits.d(), tgt_dev.data<int64_t>(), weighted ? w.d() : nullptr,
-                                     lse.data<float>(), dloss.dev.data<float>(), 1, 0.5, n, c, ignore, eps,
-                                     dlogits.data_ptr(), stream());
+                                     lse.data<float>(), raw.data<float>(), dloss.dev.data<float>(), 1, 0.5, n, c,
+                                     ignore, eps, dlogits.data_ptr(), dweight.data_ptr(), stream());
         EXPECT_TRUE(rel_close(to_vector(dlogits), as_doubles(dlogits_ref.data(), dlogits_ref.size()), tol_for(dt),
                               "dlogits " + tag));
+        EXPECT_TRUE(rel_close(to_vector(dweight), as_doubles(dweight_ref.data(), dweight_ref.size()), tol_for(dt),
+                              "dweight " + tag));
+        // The sample weight's gradient alone (no logits, no lse: a frozen-logits graph).
+        Tensor dweight_only = poisoned({n}, dt);
+        cuda::cross_entropy_backward(ew(dt), nullptr, tgt_dev.data<int64_t>(), weighted ? w.d() : nullptr, nullptr,
+                                     raw.data<float>(), dloss.dev.data<float>(), 1, 0.5, n, c, ignore, eps, nullptr,
+                                     dweight_only.data_ptr(), stream());
+        EXPECT_TRUE(rel_close(to_vector(dweight_only), as_doubles(dweight_ref.data(), dweight_ref.size()),
+                              tol_for(dt), "dweight alone " + tag));
 
         // Fused: loss and lse, and the logits overwritten by dlogits for a constant gradient 1/11 per row.
         const double scale = 1.0 / 11.0;
