@@ -48,7 +48,7 @@ AdaLoraLayer::AdaLoraLayer(const Linear& layer, int64_t r_, double ranknum_, dou
 
 Tensor AdaLoraLayer::delta_weight() const {
   NoGradGuard no_grad;
-  if (r == 0) return zeros({lora_B.size(0), lora_A.size(1)});
+  if (r == 0) return zeros({lora_B.size(0), lora_A.size(1)}, lora_B.dtype(), lora_B.device());
   return mul(matmul(lora_B, mul(lora_A, lora_E)), scaling / (ranknum + 1e-5));
 }
 
@@ -129,9 +129,9 @@ void adalora_prepare_save(Module& model, const std::string& adapter_name, nlohma
       if (idx.empty()) {  // every triplet pruned: a zero-size tensor, as PEFT writes it
         Shape s = t.shape();
         s[size_t(dim)] = 0;
-        return zeros(s, t.dtype());
+        return zeros(s, t.dtype(), t.device());
       }
-      return index_select(t.detach(), dim, from_data(idx, {int64_t(idx.size())}));
+      return index_select(t.detach(), dim, from_data(idx, {int64_t(idx.size())}, t.device()));
     };
     for (auto& [k, t] : tensors) {
       if (k == prefix + "lora_A" || k == prefix + "lora_E") t = keep(t, 0);
@@ -154,7 +154,7 @@ Tensor adalora_orthogonal_loss(Module& model, const std::string& adapter_name) {
       const int64_t k = cov.size(0);
       std::vector<double> eye(size_t(k * k), 0.0);
       for (int64_t i = 0; i < k; ++i) eye[size_t(i * k + i)] = 1.0;
-      Tensor d = sub(cov, from_vector(eye, {k, k}, cov.dtype()));
+      Tensor d = sub(cov, from_vector(eye, {k, k}, cov.dtype(), cov.device()));
       Tensor fro = sqrt(sum(mul(d, d)));
       total = total.defined() ? add(total, fro) : fro;
       ++n;
@@ -194,7 +194,8 @@ int64_t AdaLoraAllocator::update_and_allocate(Module& model, int64_t step) {
       auto it = masks.find(key);
       VLP_CHECK(it != masks.end() && int64_t(it->second.size()) == ref.a->r, "AdaLoRA: rank_pattern has no mask for ", key);
       std::vector<double> keep(it->second.begin(), it->second.end());
-      copy_(ref.a->lora_E, mul(ref.a->lora_E, from_vector(keep, {ref.a->r, 1}, ref.a->lora_E.dtype())));
+      const Tensor& e = ref.a->lora_E;
+      copy_(e, mul(e, from_vector(keep, {ref.a->r, 1}, e.dtype(), e.device())));
       ref.a->kept = it->second;
       pattern[key] = it->second;
     }

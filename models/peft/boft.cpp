@@ -74,7 +74,7 @@ Tensor BoftAdapter::rotation_blocks(const ForwardContext& ctx) const {
   const int64_t n = factors * block_num, b = block_size;
   Tensor k = reshape(boft_R, {n, b, b});
   Tensor s = mul(sub(k, transpose(k, 1, 2)), 0.5);
-  Tensor eye = expand(reshape(identity(b, s.dtype()), {1, b, b}), {n, b, b});
+  Tensor eye = expand(reshape(identity(b, s.dtype(), s.device()), {1, b, b}), {n, b, b});
   Tensor r = bmm(sub(eye, s), batched_inverse(contiguous(add(eye, s)), "BOFT Cayley"));
   r = reshape(r, {factors, block_num, b, b});
   if (ctx.training && options.dropout > 0) {
@@ -89,8 +89,9 @@ Tensor BoftAdapter::rotation_blocks(const ForwardContext& ctx) const {
     std::vector<double> mask(size_t(factors * block_num), 0.0);
     for (int64_t j = 0; j < int64_t(options.dropout * double(block_num)); ++j)
       mask[size_t(factor * block_num + keys[size_t(j)].second)] = 1.0;
-    Tensor m = from_vector(mask, {factors, block_num, 1, 1}, r.dtype());
-    r = add(mul(rsub(1.0, m), r), mul(m, reshape(identity(b, r.dtype()), {1, 1, b, b})));
+    // The draws come from the CPU generator (as on a CPU run); the mask follows the blocks' device.
+    Tensor m = from_vector(mask, {factors, block_num, 1, 1}, r.dtype(), r.device());
+    r = add(mul(rsub(1.0, m), r), mul(m, reshape(identity(b, r.dtype(), r.device()), {1, 1, b, b})));
   }
   return r;
 }
@@ -103,9 +104,9 @@ Tensor BoftAdapter::rotate(const Tensor& x, const Tensor& blocks) const {
     const std::vector<int64_t>& p = perms[size_t(k)];
     std::vector<int64_t> inv(p.size());
     for (size_t i = 0; i < p.size(); ++i) inv[size_t(p[i])] = int64_t(i);
-    z = index_select(z, last, from_data<int64_t>(inv, {in_features}));
+    z = index_select(z, last, from_data<int64_t>(inv, {in_features}, z.device()));
     z = apply_block_rotation(z, select(blocks, 0, k));
-    z = index_select(z, last, from_data<int64_t>(p, {in_features}));
+    z = index_select(z, last, from_data<int64_t>(p, {in_features}, z.device()));
   }
   return z;
 }
@@ -118,19 +119,20 @@ Tensor BoftAdapter::forward(const Linear& layer, const Tensor& x, const Tensor& 
   return add(y, sub(h, linear(x, layer.weight_out_in())));  // after another adapter: W x -> s ⊙ (W Mᵀ x)
 }
 
+// Merging runs in double on the CPU (host_f64) whatever the layer's device; set_weight_out_in copies back.
 void BoftAdapter::merge(Linear& layer) {
   NoGradGuard no_grad;
-  Tensor m = rotate(identity(in_features, DType::F64), to(rotation_blocks(ForwardContext{}), DType::F64));
-  Tensor w = matmul(to(layer.weight_out_in(), DType::F64), transpose(m, 0, 1));
-  set_weight_out_in(layer, mul(w, to(boft_s, DType::F64)));
+  Tensor m = rotate(identity(in_features, DType::F64), host_f64(rotation_blocks(ForwardContext{})));
+  Tensor w = matmul(host_f64(layer.weight_out_in()), transpose(m, 0, 1));
+  set_weight_out_in(layer, mul(w, host_f64(boft_s)));
   merged = true;
 }
 
 void BoftAdapter::unmerge(Linear& layer) {
   NoGradGuard no_grad;
   // M is orthogonal (exact Cayley), so (W Mᵀ)⁻ = W M.
-  Tensor m = rotate(identity(in_features, DType::F64), to(rotation_blocks(ForwardContext{}), DType::F64));
-  Tensor w = div(to(layer.weight_out_in(), DType::F64), to(boft_s, DType::F64));
+  Tensor m = rotate(identity(in_features, DType::F64), host_f64(rotation_blocks(ForwardContext{})));
+  Tensor w = div(host_f64(layer.weight_out_in()), host_f64(boft_s));
   set_weight_out_in(layer, matmul(w, m));
   merged = false;
 }

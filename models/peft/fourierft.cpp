@@ -52,8 +52,9 @@ FourierftAdapter::FourierftAdapter(int64_t in, int64_t out, const FourierftOptio
 }
 
 namespace {
-// [size, n] tables cos(2π (f_k · p mod size)/size) and sin(...), p = 0..size-1, in double.
-std::pair<Tensor, Tensor> dft_basis(const std::vector<int64_t>& freq, int64_t size) {
+// [size, n] tables cos(2π (f_k · p mod size)/size) and sin(...), p = 0..size-1, computed in double and
+// stored in `dtype` on `device` (the spectrum's: one rounding from double, as a float64 table converted).
+std::pair<Tensor, Tensor> dft_basis(const std::vector<int64_t>& freq, int64_t size, DType dtype, Device device) {
   const double two_pi = 6.283185307179586476925286766559;
   std::vector<double> c_table(static_cast<size_t>(size)), s_table(static_cast<size_t>(size));
   for (int64_t j = 0; j < size; ++j) {
@@ -68,7 +69,7 @@ std::pair<Tensor, Tensor> dft_basis(const std::vector<int64_t>& freq, int64_t si
       c[size_t(p * n + k)] = c_table[size_t(j)];
       s[size_t(p * n + k)] = s_table[size_t(j)];
     }
-  return {from_vector(c, {size, n}, DType::F64), from_vector(s, {size, n}, DType::F64)};
+  return {from_vector(c, {size, n}, dtype, device), from_vector(s, {size, n}, dtype, device)};
 }
 }  // namespace
 
@@ -76,11 +77,11 @@ Tensor FourierftAdapter::delta_weight() const {
   // The tables are exact in double; the products run in float32 as HF's FFT does (float64 for a float64
   // spectrum, as in gradcheck).
   const DType ct = fourierft_spectrum.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  auto [cr, sr] = dft_basis(rows, out_features);
-  auto [cc, sc] = dft_basis(cols, in_features);
+  const Device dev = fourierft_spectrum.device();
+  auto [cr, sr] = dft_basis(rows, out_features, ct, dev);
+  auto [cc, sc] = dft_basis(cols, in_features, ct, dev);
   Tensor s = to(fourierft_spectrum, ct);
-  Tensor re = sub(matmul(mul(to(cr, ct), s), transpose(to(cc, ct), 0, 1)),
-                  matmul(mul(to(sr, ct), s), transpose(to(sc, ct), 0, 1)));
+  Tensor re = sub(matmul(mul(cr, s), transpose(cc, 0, 1)), matmul(mul(sr, s), transpose(sc, 0, 1)));
   const double scale = options.scaling / double(out_features * in_features);
   return to(mul(re, scale), fourierft_spectrum.dtype());
 }

@@ -76,7 +76,7 @@ void init_fusion(FusionAdapter& f, Generator& gen) {
     Tensor v = full({d, d}, 1e-6, DType::F64);
     double* p = v.data<double>();
     for (int64_t i = 0; i < d; ++i) p[i * d + i] = 1.0;
-    copy_(f.value_weight, convert(v, f.value_weight.dtype()));
+    copy_(f.value_weight, convert(v, f.value_weight.dtype(), f.value_weight.device()));
   }
 }
 
@@ -91,16 +91,21 @@ std::vector<FusionAdapter*> fusion_modules(Module& model) {
 
 Tensor fusion_regularization(Module& model, double weight) {
   Tensor total;
+  Device device = Device::cpu();  // the model's (where a loss this is added to lives)
+  for (auto& [name, p] : model.named_parameters()) {
+    device = p.device();
+    break;
+  }
   for (auto* f : fusion_modules(model)) {
     if (!f->dynamic || !f->active) continue;
     const int64_t d = f->value_weight.size(0);
     Tensor ev = zeros({d, d}, DType::F64);
     for (int64_t i = 0; i < d; ++i) ev.data<double>()[i * d + i] = 1.0;
-    Tensor diff = convert(ev, f->value_weight.dtype()) - f->value_weight;
+    Tensor diff = convert(ev, f->value_weight.dtype(), f->value_weight.device()) - f->value_weight;
     Tensor term = sum(diff * diff);
     total = total.defined() ? total + term : term;
   }
-  return total.defined() ? total * weight : scalar_tensor(0.0);
+  return total.defined() ? total * weight : scalar_tensor(0.0, DType::F32, device);
 }
 
 void set_fusion_temperature(Module& model, double temperature) {

@@ -22,7 +22,7 @@ HraAdapter::HraAdapter(int64_t in, const HraOptions& o, Generator& gen) : option
 
 // Rows z of x become (H z_col)ᵀ. Without Gram-Schmidt H = R_1 ... R_r, so R_r acts first.
 Tensor HraAdapter::reflect(const Tensor& x) const {
-  Tensor u = to(hra_u, x.dtype());
+  Tensor u = to(to(hra_u, x.dtype()), x.device());  // merge reflects a CPU float64 identity
   const int64_t r = u.size(1);
   if (options.apply_gs) {
     std::vector<Tensor> basis;
@@ -52,15 +52,16 @@ Tensor HraAdapter::forward(const Linear& layer, const Tensor& x, const Tensor& y
 void HraAdapter::merge(Linear& layer) {
   NoGradGuard no_grad;
   // reflect(I) has rows (H e_j)ᵀ, i.e. it is Hᵀ.
+  // In double on the CPU whatever the layer's device (the CUDA kernels compute in F32); copied back.
   Tensor ht = reflect(identity(hra_u.size(0), DType::F64));
-  set_weight_out_in(layer, matmul(to(layer.weight_out_in(), DType::F64), transpose(ht, 0, 1)));
+  set_weight_out_in(layer, matmul(host_f64(layer.weight_out_in()), transpose(ht, 0, 1)));
   merged = true;
 }
 
 void HraAdapter::unmerge(Linear& layer) {
   NoGradGuard no_grad;
   Tensor ht = reflect(identity(hra_u.size(0), DType::F64));
-  set_weight_out_in(layer, matmul(to(layer.weight_out_in(), DType::F64), ht));
+  set_weight_out_in(layer, matmul(host_f64(layer.weight_out_in()), ht));
   merged = false;
 }
 

@@ -55,7 +55,8 @@ bool module_dropout_skips(double p, const ForwardContext& ctx) {
   return !(to_vector(u)[0] > p);
 }
 
-Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardContext& ctx, DType dtype) {
+Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardContext& ctx, DType dtype,
+                         Device device) {
   Tensor u = empty({rows, 1});
   uniform_(u, 0.0, 1.0, ctx.generator);
   std::vector<double> v = to_vector(u);
@@ -66,8 +67,10 @@ Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardCont
   }
   if (rescale && kept > 0)
     for (double& e : v) e *= double(rows) / kept;
-  return from_vector(v, {rows, 1}, dtype);
+  return from_vector(v, {rows, 1}, dtype, device);
 }
+
+Tensor host_f64(const Tensor& t) { return convert(t.detach(), DType::F64, Device::cpu()); }
 
 }  // namespace vlp::peft
 
@@ -131,7 +134,7 @@ Tensor skew_from_upper(const Tensor& vec, int64_t b) {
       idx[size_t(j * b + i)] = 1 + ne + k;
     }
   Tensor padded = concat({zeros({n, 1}, vec.dtype(), vec.device()), vec, neg(vec)}, 1);
-  return reshape(index_select(padded, 1, from_data<int64_t>(idx, {b * b})), {n, b, b});
+  return reshape(index_select(padded, 1, from_data<int64_t>(idx, {b * b}, vec.device())), {n, b, b});
 }
 
 Tensor apply_block_rotation(const Tensor& x, const Tensor& blocks) {
@@ -143,16 +146,16 @@ Tensor apply_block_rotation(const Tensor& x, const Tensor& blocks) {
   return reshape(contiguous(out), shape);
 }
 
-Tensor identity(int64_t b, DType dtype) {
+Tensor identity(int64_t b, DType dtype, Device device) {
   std::vector<double> v(size_t(b * b), 0.0);
   for (int64_t i = 0; i < b; ++i) v[size_t(i * b + i)] = 1.0;
-  return from_vector(v, {b, b}, dtype);
+  return from_vector(v, {b, b}, dtype, device);
 }
 
 Tensor block_diagonal(const Tensor& blocks) {
   NoGradGuard no_grad;
   const int64_t nb = blocks.size(0), b = blocks.size(1);
-  Tensor out = zeros({nb * b, nb * b}, blocks.dtype());
+  Tensor out = zeros({nb * b, nb * b}, blocks.dtype(), blocks.device());
   for (int64_t i = 0; i < nb; ++i) copy_(narrow(narrow(out, 0, i * b, b), 1, i * b, b), select(blocks, 0, i));
   return out;
 }

@@ -31,8 +31,14 @@ void set_weight_out_in(Linear& layer, const Tensor& w_out_in);
 
 // True when a training-time module dropout with probability p skips the adapter for this forward.
 bool module_dropout_skips(double p, const ForwardContext& ctx);
-// Rank dropout: a [rows, 1] keep mask (Bernoulli 1 - p), divided by its mean when `rescale`.
-Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardContext& ctx, DType dtype);
+// Rank dropout: a [rows, 1] keep mask (Bernoulli 1 - p), divided by its mean when `rescale`, on `device` (the
+// draws stay on the CPU generator, so a GPU run drops the same rows as the CPU run).
+Tensor rank_dropout_mask(int64_t rows, double p, bool rescale, const ForwardContext& ctx, DType dtype,
+                         Device device);
+
+// A detached float64 copy of t on the CPU, for merge arithmetic that runs in double (the CUDA kernels
+// compute in F32 or BF16): t itself when it already is one.
+Tensor host_f64(const Tensor& t);
 
 }  // namespace vlp::peft
 
@@ -52,9 +58,9 @@ Tensor skew_from_upper(const Tensor& vec, int64_t b);
 Tensor apply_block_rotation(const Tensor& x, const Tensor& blocks);
 
 // The b x b identity matrix.
-Tensor identity(int64_t b, DType dtype = DType::F32);
+Tensor identity(int64_t b, DType dtype = DType::F32, Device device = Device::cpu());
 
-// The block-diagonal [nb·b, nb·b] matrix of blocks [nb, b, b] (no gradient; for merging).
+// The block-diagonal [nb·b, nb·b] matrix of blocks [nb, b, b] on the blocks' device (no gradient; for merging).
 Tensor block_diagonal(const Tensor& blocks);
 
 }  // namespace vlp::peft

@@ -19,10 +19,26 @@ bool internal_path(const std::string& p) {
 }
 }  // namespace
 
+namespace {
+// The stashed tensor is no registration of any module, so Module::to_device leaves it where it was: bring it
+// to the device and dtype of the tensor it replaces (keeping its trainable flag) before swapping it in.
+void follow(Tensor& stash, const Tensor& live) {
+  if (!stash.defined() || !live.defined() || (stash.device() == live.device() && stash.dtype() == live.dtype()))
+    return;
+  const bool grad = stash.requires_grad();
+  stash = convert(stash.detach(), live.dtype(), live.device());
+  if (grad) stash.set_requires_grad(true);
+}
+}  // namespace
+
 void LnTuningAdapter::set_active(bool on) {
   if (on == swapped_in) return;
+  follow(stash_weight, *norm_weight);
   std::swap(*norm_weight, stash_weight);
-  if (norm_bias) std::swap(*norm_bias, stash_bias);
+  if (norm_bias) {
+    follow(stash_bias, *norm_bias);
+    std::swap(*norm_bias, stash_bias);
+  }
   swapped_in = on;
 }
 

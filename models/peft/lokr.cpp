@@ -70,7 +70,7 @@ Tensor LokrAdapter::forward(const Linear& layer, const Tensor& x, const Tensor& 
   if (module_dropout_skips(options.module_dropout, ctx)) return y;
   Tensor dw = delta_weight();
   if (ctx.training && options.rank_dropout > 0)
-    dw = mul(dw, rank_dropout_mask(dw.size(0), options.rank_dropout, options.rank_dropout_scale, ctx, dw.dtype()));
+    dw = mul(dw, rank_dropout_mask(dw.size(0), options.rank_dropout, options.rank_dropout_scale, ctx, dw.dtype(), dw.device()));
   return add(y, linear(x, to(dw, x.dtype())));
 }
 

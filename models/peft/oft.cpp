@@ -48,11 +48,11 @@ Tensor OftAdapter::rotation_blocks() {
       if (norm > radius)
         for (int64_t k = 0; k < ne; ++k) v[size_t(i * ne + k)] *= radius / norm;
     }
-    copy_(oft_R.weight, from_vector(v, oft_R.weight.shape(), oft_R.weight.dtype()));
+    copy_(oft_R.weight, from_vector(v, oft_R.weight.shape(), oft_R.weight.dtype(), oft_R.weight.device()));
   }
   Tensor q = skew_from_upper(oft_R.weight, block_size);
   const int64_t n = q.size(0);
-  Tensor eye = expand(reshape(identity(block_size, q.dtype()), {1, block_size, block_size}),
+  Tensor eye = expand(reshape(identity(block_size, q.dtype(), q.device()), {1, block_size, block_size}),
                       {n, block_size, block_size});
   Tensor r;
   if (options.use_cayley_neumann) {
@@ -94,9 +94,10 @@ void OftAdapter::merge(Linear& layer) {
 
 void OftAdapter::unmerge(Linear& layer) {
   NoGradGuard no_grad;
-  Tensor blocks = to(contiguous(rotation_blocks()), DType::F64);
+  // In double on the CPU whatever the layer's device (the CUDA kernels compute in F32); copied back below.
+  Tensor blocks = host_f64(contiguous(rotation_blocks()));
   Tensor inv = block_diagonal(batched_inverse(blocks, "OFT unmerge"));
-  Tensor w = matmul(to(layer.weight_out_in(), DType::F64), transpose(inv, 0, 1));
+  Tensor w = matmul(host_f64(layer.weight_out_in()), transpose(inv, 0, 1));
   set_weight_out_in(layer, w);
   merged = false;
 }

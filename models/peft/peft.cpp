@@ -383,6 +383,13 @@ void add_adapter(Module& model, const PeftConfig& config, const std::string& ada
   auto& st = state_of(model);
   VLP_CHECK(!st.configs.count(adapter_name), "adapter '", adapter_name, "' already exists in this model");
   const PeftMethod& method = find_method(config.peft_type);
+  // Methods build and initialise their tensors on the CPU (the same draws on every device); on a model
+  // already moved to a GPU they follow it below.
+  Device device = Device::cpu();
+  for (auto& [name, p] : model.named_parameters()) {
+    device = p.device();
+    break;
+  }
   Generator gen(seed);
   AttachContext ctx{model, config, adapter_name, gen, backbone_kind(model)};
   try {
@@ -397,6 +404,7 @@ void add_adapter(Module& model, const PeftConfig& config, const std::string& ada
     throw;
   }
   st.configs[adapter_name] = config;
+  if (!device.is_cpu()) model.to_device(device);  // moves only what is not there yet: the new adapter
   const bool first = st.active.empty() && st.configs.size() == 1;
   if (first) st.active = {adapter_name};
   for (auto& r : all_adapter_refs(model))

@@ -149,7 +149,7 @@ void attach_prompt_tuning(AttachContext& ctx) {
       uniform_(r, 0.0, double(wte->weight.size(0)), &ctx.generator);
       for (double v : to_vector(r)) ids.push_back(std::min<int64_t>(int64_t(v), wte->weight.size(0) - 1));
     }
-    Tensor idx = from_data<int64_t>(ids, {int64_t(ids.size())});
+    Tensor idx = from_data<int64_t>(ids, {int64_t(ids.size())}, wte->weight.device());  // a model already on a GPU
     copy_(enc.embedding.weight, to(index_select(wte->weight.detach(), 0, idx), enc.embedding.weight.dtype()));
   } else {
     VLP_FAIL(c.source, ": field 'prompt_tuning_init' must be RANDOM, TEXT or SAMPLE_VOCAB, got '", init, "'");
