@@ -22,7 +22,8 @@ HraAdapter::HraAdapter(int64_t in, const HraOptions& o, Generator& gen) : option
 
 // Rows z of x become (H z_col)ᵀ. Without Gram-Schmidt H = R_1 ... R_r, so R_r acts first.
 Tensor HraAdapter::reflect(const Tensor& x) const {
-  Tensor u = to(to(hra_u, x.dtype()), x.device());  // merge reflects a CPU float64 identity
+  // Device first (merge reflects a CPU float64 identity; the GPU holds no float64), then dtype.
+  Tensor u = to(to(hra_u, x.device()), x.dtype());
   const int64_t r = u.size(1);
   if (options.apply_gs) {
     std::vector<Tensor> basis;

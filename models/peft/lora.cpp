@@ -339,8 +339,9 @@ void save_adapter_as_plain_lora(Module& model, const std::string& adapter_name, 
     NoGradGuard no_grad;
     for (auto& [l, name] : layers) {
       kept.push_back({l->lora_A, l->lora_B});
-      l->lora_A = concat({l->lora_A.detach(), l->init_A}, 0);
-      l->lora_B = concat({l->lora_B.detach(), neg(l->init_B)}, 1);
+      // init_A / init_B stay where the initialisation made them (the CPU): bring them to the factors' device.
+      l->lora_A = concat({l->lora_A.detach(), convert(l->init_A, l->lora_A.dtype(), l->lora_A.device())}, 0);
+      l->lora_B = concat({l->lora_B.detach(), neg(convert(l->init_B, l->lora_B.dtype(), l->lora_B.device()))}, 1);
     }
   }
   PeftConfig plain = config;

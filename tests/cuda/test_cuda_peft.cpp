@@ -7,8 +7,8 @@
 // on the GPU. Training-only paths (BOFT block dropout, LyCORIS rank and module dropout, VeRA / AdaLoRA / routed
 // LoRA dropout, COFT's projection, OFT's exact Cayley inverse, HRA's Gram-Schmidt) run in training mode, where
 // the draws come from the one CPU generator on both devices. Merging and unmerging on the GPU, AdaLoRA's
-// orthogonal loss, rank allocation and save slicing, AdapterFusion's regulariser and switching LN-tuning
-// adapters on a GPU model are checked too.
+// orthogonal loss, rank allocation and save slicing, AdapterFusion's regulariser, switching LN-tuning
+// adapters on a GPU model and PiSSA's save as a plain LoRA are checked too.
 //
 // Tolerance: fp32 through a whole model; the GPU orders its reductions differently, so losses and gradients
 // agree to ~1e-6 relative, not bit for bit. Losses must agree to 1e-4 relative; a gradient g to
@@ -23,6 +23,7 @@
 #include "autograd/optim.h"
 #include "models/peft/adalora.h"
 #include "models/peft/fusion.h"
+#include "models/peft/lora.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/peft/peft_fixture.h"
 #include "tests/peft_training/method_cases.h"
@@ -321,6 +322,34 @@ TEST(CudaPeft, LnTuningAdaptersSwitchOnTheGpu) {
   std::vector<Tensor> cpu = logits(Device::cpu()), g = logits(gpu());
   for (size_t i = 0; i < cpu.size(); ++i) EXPECT_TRUE(rel_close(g[i], cpu[i], 1e-4, "logits " + std::to_string(i)));
   EXPECT_TRUE(rel_close(g[3], cpu[0], 1e-4, "x again"));
+}
+
+// PiSSA's save as a plain LoRA (the initial factors appended, kept on the CPU by the initialisation) from a
+// GPU model writes the CPU's file.
+TEST(CudaPeft, PissaSavedAsPlainLoraFromTheGpu) {
+  VLP_REQUIRE_GPU();
+  const Case c{"lora_pissa", "bart", J{{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 4},
+                                       {"init_lora_weights", "pissa"}}};
+  const std::string root = std::string(VLP_BINARY_DIR) + "/test_cuda_peft_pissa";
+  auto saved = [&](Device device) {
+    auto m = adapted_model(c, device, false);
+    {
+      NoGradGuard no_grad;  // move the factors off their initial values, as training would
+      for (auto& [name, p] : m->module().named_parameters())
+        if (p.requires_grad()) add_(p, full(p.shape(), 0.01, p.dtype(), p.device()));
+    }
+    const std::string dir = root + (device.is_cpu() ? "/cpu" : "/cuda");
+    peft::save_adapter_as_plain_lora(m->module(), "default", dir);
+    for (auto& [name, p] : m->module().named_parameters()) EXPECT_EQ(p.device(), device) << name;
+    return test::read_tensors(dir + "/adapter_model.safetensors");
+  };
+  auto cpu = saved(Device::cpu()), g = saved(gpu());
+  ASSERT_EQ(g.size(), cpu.size());
+  for (auto& [k, t] : cpu) {
+    ASSERT_TRUE(g.count(k)) << k;
+    EXPECT_EQ(g.at(k).shape(), t.shape()) << k;
+    EXPECT_TRUE(rel_close(g.at(k), t, 1e-6, k));  // copies of the same values: pissa's SVD runs on the host
+  }
 }
 
 }  // namespace
