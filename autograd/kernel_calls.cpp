@@ -21,6 +21,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/index.h"
+#include "kernels/cuda/lora.h"
 #include "kernels/cuda/misc.h"
 #include "kernels/cuda/nn.h"
 #include "kernels/cuda/runtime.h"
@@ -750,6 +751,54 @@ double call_sum_of_squares(const char* op, const std::vector<Tensor>& xs) {
 #endif
   });
   return result;
+}
+
+// ---- fused LoRA ----
+
+void call_lora_down_dropout(const char* op, const Tensor& x, int64_t ldx, const Tensor& a, const Tensor& h, int64_t m,
+                            int64_t k, int64_t rank, double p, uint64_t seed, uint64_t offset) {
+  if (m == 0) return;
+  if (x.is_cpu()) {
+    VLP_CHECK(ldx == k, op, ": the CPU down-projection needs a contiguous input (row stride ", ldx, ", ", k,
+              " columns)");
+    dispatch_float(op, x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      const T* xd = x.data<T>();
+      Tensor dropped;
+      if (p > 0.0) {
+        dropped = empty({m, k}, x.dtype());
+        cpu::dropout<T>(x.data<T>(), dropped.data<T>(), m * k, p, seed, offset);
+        xd = dropped.data<T>();
+      }
+      cpu::gemm<T>(false, true, m, rank, k, 1.0, xd, k, a.data<T>(), k, 0.0, h.data<T>(), rank);
+    });
+    return;
+  }
+  on_gpu(op, x.device(), [&](auto stream) {
+#ifdef VLP_HAVE_CUDA
+    const cuda::EwDType dt = cuda_dtype(op, x.dtype());
+    if (rank <= cuda::kLoraMaxRank) {
+      cuda::lora_down_dropout(dt, x.data_ptr(), ldx, a.data_ptr(), h.data_ptr(), m, k, rank, p, seed, offset, stream);
+      return;
+    }
+    // Ranks above the kernel's register budget: the dropped x in a buffer, then a GEMM.
+    const void* xd = x.data_ptr();
+    int64_t ld = ldx;
+    Tensor dropped;
+    if (p > 0.0) {
+      VLP_CHECK(ldx == k, op, ": dropout at rank ", rank, " needs a contiguous input");
+      dropped = empty({m, k}, x.dtype(), x.device());
+      cuda::dropout(dt, x.data_ptr(), dropped.data_ptr(), nullptr, m * k, p, seed, offset, stream);
+      xd = dropped.data_ptr(), ld = k;
+    }
+    cuda::GemmArgs g;
+    g.trans_a = false, g.trans_b = true, g.m = m, g.n = rank, g.k = k;
+    g.ab_dtype = g.c_dtype = dt == cuda::EwDType::F32 ? cuda::GemmDType::F32 : cuda::GemmDType::BF16;
+    g.a = xd, g.lda = ld, g.b = a.data_ptr(), g.ldb = k, g.c = h.data_ptr(), g.ldc = rank;
+    g.alpha = 1.f, g.beta = 0.f;
+    cuda::gemm(g);
+#endif
+  });
 }
 
 }  // namespace vlp

@@ -2,6 +2,8 @@
 // LoRA adapters. The decompositions PiSSA / OLoRA / SVD combination need are small float64 routines here.
 #include "models/peft/lora.h"
 
+#include "autograd/lora.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -109,7 +111,20 @@ Tensor LoraLayer::dora_scale(const Linear& layer) const {
   return div(magnitude, norm);
 }
 
-Tensor LoraLayer::forward(const Linear& layer, const Tensor& x_in, const Tensor& y, const ForwardContext& ctx) {
+bool LoraLayer::fused_applies(const Linear& layer, const Tensor& x, const ForwardContext& ctx) const {
+  if (use_dora || lora_B_bias.defined() || !ctx.sample_adapters.empty()) return false;
+  const DType dt = x.dtype();
+  const Device dev = x.device();
+  auto same = [&](const Tensor& t) { return !t.defined() || (t.dtype() == dt && t.device() == dev); };
+  return same(layer.weight) && same(layer.bias) && same(lora_A) && same(lora_B);
+}
+
+Tensor LoraLayer::forward(const Linear& layer, const Tensor& x_in, const Tensor& y_in, const ForwardContext& ctx) {
+  if (!y_in.defined() && fused_applies(layer, x_in, ctx))
+    return lora_linear(x_in, layer.weight_out_in(), layer.bias, lora_A, lora_B, scaling, dropout, ctx.training,
+                       ctx.generator);
+  // The composed path: after another adapter, or for DoRA, lora_bias, mixed-adapter batches, mixed dtypes.
+  const Tensor y = y_in.defined() ? y_in : layer.base_forward(x_in);
   std::vector<double> rows;  // mixed-adapter batch: 1 for the examples that use this adapter
   if (!ctx.sample_adapters.empty()) {
     VLP_CHECK(!use_dora, "mixed-adapter batches are not supported with DoRA (adapter '", adapter_name, "')");

@@ -7,6 +7,10 @@
 // Config fields read: r (8), lora_alpha (8), lora_dropout (0), use_rslora, use_dora, lora_bias,
 // init_lora_weights (true | false | "gaussian" | "pissa" | "olora"), rank_pattern / alpha_pattern (keys
 // matched as "(.*\.)?key" over the full layer name, first match wins).
+//
+// Plain LoRA on a layer's unmodified base runs as one fused op, vlp::lora_linear (autograd/lora.h), on every
+// device: on the CPU the same numbers as the composed ops (base linear, dropout, two linears, scaled add);
+// on CUDA dropout + down-projection in one kernel and the up-projection accumulated into the base GEMM.
 #pragma once
 #include <string>
 #include <vector>
@@ -30,6 +34,12 @@ struct LoraLayer : LinearAdapter {
   LoraLayer(const Linear& layer, const std::string& adapter_name, int64_t r, double alpha, bool use_rslora,
             double dropout, bool lora_bias, bool use_dora);
   Tensor forward(const Linear& layer, const Tensor& x, const Tensor& y, const ForwardContext& ctx) override;
+  // Plain LoRA computes its layer itself when it is the first active adapter: the fused op
+  // (autograd/lora.h) when it applies (fused_applies), else the base product and the composed ops.
+  bool replaces_base() const override { return !use_dora; }
+  // True when forward(layer, x, <no base yet>, ctx) goes through vlp::lora_linear: no DoRA, no lora_bias,
+  // no mixed-adapter batch, and x, W, bias, A and B of one dtype on one device.
+  bool fused_applies(const Linear& layer, const Tensor& x, const ForwardContext& ctx) const;
   bool mergeable() const override { return true; }
   void merge(Linear& layer) override;
   void unmerge(Linear& layer) override;
