@@ -786,9 +786,9 @@ void call_lora_down_dropout(const char* op, const Tensor& x, int64_t ldx, const 
     int64_t ld = ldx;
     Tensor dropped;
     if (p > 0.0) {
-      VLP_CHECK(ldx == k, op, ": dropout at rank ", rank, " needs a contiguous input");
+      const Tensor xc = contiguous_raw(x);  // the dropout kernel indexes a contiguous [m, k]
       dropped = empty({m, k}, x.dtype(), x.device());
-      cuda::dropout(dt, x.data_ptr(), dropped.data_ptr(), nullptr, m * k, p, seed, offset, stream);
+      cuda::dropout(dt, xc.data_ptr(), dropped.data_ptr(), nullptr, m * k, p, seed, offset, stream);
       xd = dropped.data_ptr(), ld = k;
     }
     cuda::GemmArgs g;

@@ -155,9 +155,10 @@ double call_sum_of_squares(const char* op, const std::vector<Tensor>& xs);
 
 // h [m, rank] (contiguous) = dropout(x) a^T for x [m, k] with unit column stride and row stride ldx, a
 // [rank, k] contiguous, all of one dtype and device; element (i, j) of x is element i * k + j of the Philox
-// stream (seed, offset), as vlp::dropout over a contiguous x; p = 0: no dropout. CPU: the dropped x into a
-// buffer, then the GEMM (x must be contiguous, ldx = k). CUDA: cuda::lora_down_dropout (one kernel, nothing
-// stored) for rank <= cuda::kLoraMaxRank, else the dropout kernel into a buffer and cuBLASLt.
+// stream (seed, offset), as vlp::dropout over a contiguous x; p = 0: no dropout. x is the [m, k] tensor itself
+// (its strides (ldx, 1)). CPU: the dropped x into a buffer, then the GEMM (x must be contiguous, ldx = k).
+// CUDA: cuda::lora_down_dropout (one kernel, nothing stored) for rank <= cuda::kLoraMaxRank, else the dropout
+// kernel into a buffer and cuBLASLt.
 void call_lora_down_dropout(const char* op, const Tensor& x, int64_t ldx, const Tensor& a, const Tensor& h, int64_t m,
                             int64_t k, int64_t rank, double p, uint64_t seed, uint64_t offset);
 
