@@ -26,8 +26,13 @@
 // with autocast off (the recorded casts are replayed whatever the scope).
 //
 // Every device: on CUDA the BF16 operands go to BF16 kernels; on the CPU the kernels compute in F32
-// (compute_dtype) on the BF16-rounded values, which reproduces the rounding of the inputs exactly. Ops
-// apply autocast only to F32 operands: F64 (gradcheck) and tensors already in BF16/F16 are untouched.
+// (compute_dtype) on the BF16-rounded values, which reproduces the rounding of the inputs exactly. F16
+// is accepted but only rounds: both backends compute F16 operands in F32. Ops apply autocast only to F32
+// operands: F64 (gradcheck) and tensors already in BF16/F16 are untouched (all operands of an op share
+// one dtype, as before).
+//
+// Memory: a node keeps the low-precision copy of a weight it needs for backward (as torch.autocast does),
+// also for a frozen weight; on the CPU that copy is held in the F32 compute dtype.
 //
 // Within one enabled region, the low-precision copy of a parameter (a leaf that requires grad) is made
 // once and reused by every op reading it (tied weights, repeated forwards, generation loops), as long
