@@ -8,13 +8,20 @@
 //
 // A query row whose keys are all masked (key padding, causal with Tq > Tk, or a bias of -inf) outputs
 // zeros and passes zero gradient to q, k, v and the bias.
+//
+// Autocast (autograd/autocast.h): F32 q, k, v and bias are read as low-precision copies (the kernels take
+// one dtype for all four) and the output comes back in F32. The kernels write their output in their input
+// dtype, so that is a BF16 output converted to F32: one extra elementwise pass, and the output rounded
+// to BF16 on every device (the CPU emulates it through the same conversions).
 #include "autograd/attention.h"
 
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "autograd/dispatch.h"
 #include "autograd/graph.h"
 #include "autograd/kernel_calls.h"
+#include "autograd/views.h"
 #include "kernels/cpu/attention.h"
 
 namespace vlp {
@@ -35,6 +42,12 @@ Tensor head_layout(const Tensor& x, DType dt) {
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options) {
   check_operands(kOp, {q, k, v, options.bias}, true, /*cuda_ok=*/true);
+  if (autocast_applies(q)) {  // the inner call sees low-precision operands and does not autocast again
+    AttentionOptions low = options;
+    low.bias = autocast_input(options.bias);
+    Tensor y = scaled_dot_product_attention(autocast_input(q), autocast_input(k), autocast_input(v), low);
+    return to(y, q.dtype());
+  }
   VLP_CHECK(is_floating(q.dtype()), kOp, ": needs floating tensors, got ", q.dtype());
   VLP_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kOp, ": q, k and v must be [B, H, T, D], got ",
             shape_str(q.shape()), ", ", shape_str(k.shape()), " and ", shape_str(v.shape()));

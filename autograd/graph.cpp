@@ -3,6 +3,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 
 namespace vlp {
@@ -130,6 +131,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
   VLP_CHECK(g.shape() == root.shape(), "backward(): gradient of shape ", shape_str(g.shape()),
             " for a tensor of shape ", shape_str(root.shape()));
   NoGradGuard no_grad;
+  AutocastScope no_autocast(false);  // backward rules pick their own dtypes (autograd/autocast.h)
   const auto& root_meta = root.autograd();
   if (!root_meta->grad_fn) {
     accumulate_leaf(*root_meta, g);

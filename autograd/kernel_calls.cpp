@@ -149,9 +149,13 @@ void call_gemm(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t n,
   on_gpu(op, c.device(), [&](auto stream) {
 #ifdef VLP_HAVE_CUDA
     if (m == 0 || n == 0) return;
-    const cuda::GemmDType dt = cuda_dtype(op, c.dtype()) == cuda::EwDType::F32 ? cuda::GemmDType::F32
-                                                                               : cuda::GemmDType::BF16;
-    const int64_t es = int64_t(c.element_size());
+    auto gemm_dtype = [op](DType dt) {
+      return cuda_dtype(op, dt) == cuda::EwDType::F32 ? cuda::GemmDType::F32 : cuda::GemmDType::BF16;
+    };
+    VLP_CHECK(a.dtype() == b.dtype() && (a.dtype() == c.dtype() || c.dtype() == DType::F32), op,
+              ": a CUDA GEMM needs A and B of one dtype and C of that dtype or F32, got ", a.dtype(), ", ",
+              b.dtype(), " and ", c.dtype());
+    const int64_t es = int64_t(c.element_size()), ab_es = int64_t(a.element_size());
     char* c_ptr = static_cast<char*>(c.data_ptr()) + c_offset * es;
     if (k == 0) {  // op(A) op(B) is all zeros: C = beta C
       if (beta == 0.0) {
@@ -164,9 +168,9 @@ void call_gemm(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t n,
     }
     cuda::GemmArgs g;
     g.trans_a = trans_a, g.trans_b = trans_b, g.m = m, g.n = n, g.k = k;
-    g.ab_dtype = g.c_dtype = dt;
-    g.a = static_cast<const char*>(a.data_ptr()) + a_offset * es, g.lda = lda;
-    g.b = static_cast<const char*>(b.data_ptr()) + b_offset * es, g.ldb = ldb;
+    g.ab_dtype = gemm_dtype(a.dtype()), g.c_dtype = gemm_dtype(c.dtype());
+    g.a = static_cast<const char*>(a.data_ptr()) + a_offset * ab_es, g.lda = lda;
+    g.b = static_cast<const char*>(b.data_ptr()) + b_offset * ab_es, g.ldb = ldb;
     g.c = c_ptr, g.ldc = ldc;
     g.alpha = float(alpha), g.beta = float(beta);
     cuda::gemm(g);

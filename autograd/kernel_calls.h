@@ -29,7 +29,8 @@ void call_sum_dim(const char* op, const Tensor& x, const Tensor& y, int64_t oute
 
 // C = alpha op(A) op(B) + beta C, row-major as kernels/cpu/gemm.h, on matrices starting at the given
 // element offsets from each tensor's data_ptr(); all three of one dtype and device. CUDA: cuBLASLt with
-// exact fp32 math for F32 (no TF32) and fp32 accumulation for BF16.
+// exact fp32 math for F32 (no TF32) and fp32 accumulation for BF16; C may also be F32 with BF16 A and B
+// (autocast: the F32 result written directly, no separate cast pass).
 void call_gemm(const char* op, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                const Tensor& a, int64_t a_offset, int64_t lda, const Tensor& b, int64_t b_offset, int64_t ldb,
                double beta, const Tensor& c, int64_t c_offset, int64_t ldc);

@@ -2,8 +2,13 @@
 // autograd/kernel_calls). A strided 2-D operand goes to BLAS as it is
 // when one of its dims has unit stride (transposed views become a transpose flag); only other layouts
 // are copied.
+//
+// Autocast (autograd/autocast.h): linear and matmul read F32 operands as low-precision copies and return
+// F32; the GEMM writes the F32 result directly (on CUDA a BF16 x BF16 -> F32 cuBLASLt call, no extra
+// cast pass), and the backward rounds the incoming F32 gradient to the operands' dtype.
 #include "autograd/linalg.h"
 
+#include "autograd/autocast.h"
 #include "autograd/dispatch.h"
 #include "autograd/elementwise.h"
 #include "autograd/graph.h"
@@ -34,9 +39,13 @@ BlasMatrix blas_layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t c
   return {};
 }
 
+// The dtype a GEMM writes for operands in compute dtype dt and an op result of out_dtype: F32 whenever the
+// result is F32 (autocast: low-precision operands, F32 output), else the compute dtype.
+DType gemm_out_dtype(DType dt, DType out_dtype) { return out_dtype == DType::F32 ? DType::F32 : dt; }
+
 // out [batch..., n, m] = a [batch..., n, k] @ b [batch..., k, m], a and b already broadcast (stride 0 on
-// broadcast batch dims) and in the compute dtype.
-Tensor batched_gemm(Tensor a, Tensor b, const Shape& batch) {
+// broadcast batch dims) and in the compute dtype; out in out_dtype (gemm_out_dtype).
+Tensor batched_gemm(Tensor a, Tensor b, const Shape& batch, DType out_dtype) {
   const int64_t n = a.size(-2), k = a.size(-1), m = b.size(-1);
   BlasMatrix la = blas_layout(n, k, a.stride(-2), a.stride(-1));
   if (!la.ok) a = contiguous_raw(a), la = blas_layout(n, k, a.stride(-2), a.stride(-1));
@@ -45,7 +54,7 @@ Tensor batched_gemm(Tensor a, Tensor b, const Shape& batch) {
   Shape out_shape = batch;
   out_shape.push_back(n);
   out_shape.push_back(m);
-  Tensor out = empty(out_shape, a.dtype(), a.device());
+  Tensor out = empty(out_shape, out_dtype, a.device());
   const int64_t count = shape_numel(batch);
   for (int64_t i = 0; i < count; ++i) {
     int64_t oa = 0, ob = 0, rest = i;  // element offsets of batch item i
@@ -60,8 +69,9 @@ Tensor batched_gemm(Tensor a, Tensor b, const Shape& batch) {
   return out;
 }
 
-Tensor matmul_forward(const Tensor& a, const Tensor& b) {
+Tensor matmul_forward(const Tensor& a, const Tensor& b, DType out_dtype) {
   DType dt = compute_dtype(a.dtype(), a.device());
+  const DType c_dt = gemm_out_dtype(dt, out_dtype);
   Tensor ac = a.dtype() == dt ? a.detach() : convert(a, dt);
   Tensor bc = b.dtype() == dt ? b.detach() : convert(b, dt);
   const int64_t n = a.size(-2), k = a.size(-1), m = b.size(-1);
@@ -73,7 +83,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
     }
     Shape out_shape(a.shape().begin(), a.shape().end() - 1);
     out_shape.push_back(m);
-    Tensor out = batched_gemm(a2, bc, {});
+    Tensor out = batched_gemm(a2, bc, {}, c_dt);
     return as_strided(out, out_shape, contiguous_strides(out_shape), 0);
   }
   Shape batch_a(a.shape().begin(), a.shape().end() - 2), batch_b(b.shape().begin(), b.shape().end() - 2);
@@ -82,31 +92,36 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   full_a.insert(full_a.end(), {n, k});
   full_b.insert(full_b.end(), {k, m});
   return batched_gemm(as_strided(ac, full_a, broadcast_strides(ac, full_a), ac.offset()),
-                      as_strided(bc, full_b, broadcast_strides(bc, full_b), bc.offset()), batch);
+                      as_strided(bc, full_b, broadcast_strides(bc, full_b), bc.offset()), batch, c_dt);
 }
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
-  check_operands("matmul", {a, b}, true, /*cuda_ok=*/true);
-  VLP_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need at least 2 dims, got ", shape_str(a.shape()),
-            " and ", shape_str(b.shape()));
-  VLP_CHECK(a.size(-1) == b.size(-2), "matmul: inner dims differ: ", shape_str(a.shape()), " @ ",
-            shape_str(b.shape()));
-  Tensor y = matmul_forward(a, b);
-  if (y.dtype() != a.dtype()) y = convert(y, a.dtype());
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  check_operands("matmul", {a_in, b_in}, true, /*cuda_ok=*/true);
+  VLP_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands need at least 2 dims, got ",
+            shape_str(a_in.shape()), " and ", shape_str(b_in.shape()));
+  VLP_CHECK(a_in.size(-1) == b_in.size(-2), "matmul: inner dims differ: ", shape_str(a_in.shape()), " @ ",
+            shape_str(b_in.shape()));
+  const DType out_dtype = a_in.dtype();
+  const Tensor a = autocast_input(a_in), b = autocast_input(b_in);  // a_in, b_in themselves without autocast
+  Tensor y = matmul_forward(a, b, out_dtype);
+  if (y.dtype() != out_dtype) y = convert(y, out_dtype);
   if (Node* n = record("matmul", {a, b}, {&y})) {
     n->save({n->needs_grad(1) ? a : Tensor(), n->needs_grad(0) ? b : Tensor()});
     Shape a_shape = a.shape(), b_shape = b.shape();
-    n->backward = [a_shape, b_shape](Node& n, const Grads& g) -> Grads {
+    const DType in_dtype = a.dtype();
+    n->backward = [a_shape, b_shape, in_dtype](Node& n, const Grads& grads) -> Grads {
       const Tensor &a = n.saved[0], &b = n.saved[1];
+      // Under autocast the gradient arrives in F32: the backward GEMMs read it in the operands' dtype.
+      const Tensor g = grads[0].dtype() == in_dtype ? grads[0] : convert(grads[0], in_dtype);
       Tensor da, db;
-      if (n.needs_grad(0)) da = sum_to(matmul(g[0], transpose(b, -1, -2)), a_shape);
+      if (n.needs_grad(0)) da = sum_to(matmul(g, transpose(b, -1, -2)), a_shape);
       if (n.needs_grad(1)) {
         if (b_shape.size() == 2)  // a's batch dims were folded into rows: one GEMM, no batch of partials
-          db = matmul(transpose(reshape(a, {-1, a_shape.back()}), 0, 1), reshape(g[0], {-1, b_shape.back()}));
+          db = matmul(transpose(reshape(a, {-1, a_shape.back()}), 0, 1), reshape(g, {-1, b_shape.back()}));
         else
-          db = sum_to(matmul(transpose(a, -1, -2), g[0]), b_shape);
+          db = sum_to(matmul(transpose(a, -1, -2), g), b_shape);
       }
       return {da, db};
     };
@@ -120,13 +135,16 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
   return matmul(a, b);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_operands("linear", {x, weight, bias}, true, /*cuda_ok=*/true);
-  VLP_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", shape_str(weight.shape()));
-  VLP_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),
-            " does not end in the weight's in_features ", weight.size(1));
-  VLP_CHECK(!bias.defined() || bias.shape() == Shape{weight.size(0)}, "linear: bias of shape ",
-            shape_str(bias.shape()), " for ", weight.size(0), " output features");
+Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias) {
+  check_operands("linear", {x_in, weight_in, bias}, true, /*cuda_ok=*/true);
+  VLP_CHECK(weight_in.dim() == 2, "linear: weight must be [out, in], got ", shape_str(weight_in.shape()));
+  VLP_CHECK(x_in.dim() >= 1 && x_in.size(-1) == weight_in.size(1), "linear: input ", shape_str(x_in.shape()),
+            " does not end in the weight's in_features ", weight_in.size(1));
+  VLP_CHECK(!bias.defined() || bias.shape() == Shape{weight_in.size(0)}, "linear: bias of shape ",
+            shape_str(bias.shape()), " for ", weight_in.size(0), " output features");
+  // Autocast: x and W as low-precision copies; the bias stays F32 and is added in the F32 output.
+  const DType out_dtype = x_in.dtype();
+  const Tensor x = autocast_input(x_in), weight = autocast_input(weight_in);
   const int64_t in = weight.size(1), out = weight.size(0);
   DType dt = compute_dtype(x.dtype(), x.device());
   Tensor x2, w = weight.dtype() == dt ? weight.detach() : convert(weight, dt);
@@ -135,7 +153,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     x2 = reshape(x.dtype() == dt ? x.detach() : convert(x, dt), {-1, in});
   }
   const int64_t rows = x2.size(0);
-  Tensor y2 = empty({rows, out}, dt, x.device());
+  Tensor y2 = empty({rows, out}, gemm_out_dtype(dt, out_dtype), x.device());
   if (bias.defined()) copy_(y2, bias);
   BlasMatrix lx = blas_layout(rows, in, x2.stride(0), x2.stride(1));
   if (!lx.ok) x2 = contiguous_raw(x2), lx = blas_layout(rows, in, x2.stride(0), x2.stride(1));
@@ -146,17 +164,23 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   out_shape.push_back(out);
   Tensor y = as_strided(y2, out_shape, contiguous_strides(out_shape), 0);
-  if (y.dtype() != x.dtype()) y = convert(y, x.dtype());
+  if (y.dtype() != out_dtype) y = convert(y, out_dtype);
   if (Node* n = record("linear", {x, weight, bias}, {&y})) {
     // A frozen weight needs no dW, so the input is not kept: the core of cheap frozen-base PEFT.
     n->save({n->needs_grad(1) ? x2 : Tensor(), n->needs_grad(0) ? w : Tensor()});
     Shape x_shape = x.shape();
-    n->backward = [x_shape, out](Node& n, const Grads& grads) -> Grads {
-      Tensor g = reshape(convert(grads[0], compute_dtype(grads[0].dtype(), grads[0].device())), {-1, out});
+    const DType in_dtype = x.dtype();
+    n->backward = [x_shape, out, in_dtype](Node& n, const Grads& grads) -> Grads {
+      auto rows_in_compute_dtype = [out](const Tensor& t) {
+        return reshape(convert(t, compute_dtype(t.dtype(), t.device())), {-1, out});
+      };
+      // Under autocast the gradient arrives in F32: the GEMMs read it rounded to x's dtype, the bias sums
+      // it as it is.
+      Tensor g = rows_in_compute_dtype(grads[0].dtype() == in_dtype ? grads[0] : convert(grads[0], in_dtype));
       Tensor dx, dw, db;
       if (n.needs_grad(0)) dx = reshape(matmul(g, n.saved[1]), x_shape);
       if (n.needs_grad(1)) dw = matmul(transpose(g, 0, 1), n.saved[0]);
-      if (n.needs_grad(2)) db = sum(g, {0});
+      if (n.needs_grad(2)) db = sum(grads[0].dtype() == in_dtype ? g : rows_in_compute_dtype(grads[0]), {0});
       return {dx, dw, db};
     };
   }

@@ -1,6 +1,7 @@
 // Every differentiable op, one header per family. Models include this.
 #pragma once
 #include "autograd/attention.h"
+#include "autograd/autocast.h"
 #include "autograd/elementwise.h"
 #include "autograd/graph.h"
 #include "autograd/indexing.h"

@@ -4,6 +4,7 @@
 //
 //   build/bench/train_step --model configs/hf/gpt2.json --batch 4 --seq 128 [--peft cfg.json]
 //                          [--visual 36] [--steps 5] [--warmup 2] [--device cuda] [--dtype bf16]
+//                          [--autocast bf16]
 //
 // Models (by the config's model_type): GPT-2, T5, BART on random token ids (encoder-decoders get decoder
 // length = seq); ViT on random images of the config's size with random class labels and a cross-entropy
@@ -17,7 +18,11 @@
 // + 6LTC (frozen base), the formula named.
 // --device cuda moves the model (Module::to_device) and the float inputs to the GPU, token ids stay on the host
 // (the embedding and cross-entropy kernels upload them); --dtype bf16 stores the floating parameters in
-// BF16. Steps are timed between device synchronisations; peak memory is then the caching allocator's.
+// BF16. --autocast bf16 keeps the parameters F32 (the master weights) and runs forward and loss under
+// AutocastScope (autograd/autocast.h: BF16 GEMMs and attention, everything else F32), as torch.autocast
+// does for bench_torch.py --bf16; the backward replays the recorded casts. The JSON names both ("dtype",
+// the parameters'; "autocast", "bf16" or "off").
+// Steps are timed between device synchronisations; peak memory is then the caching allocator's.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -60,7 +65,7 @@ ForwardContext training_context() {
 constexpr int64_t kVlAddedTokens = 200;  // <extra_id_0..99>, <vis_extra_id_0..99> (spec/peft.md §2.1)
 
 struct Args {
-  std::string model, peft, device = "cpu", dtype;
+  std::string model, peft, device = "cpu", dtype, autocast = "off";
   int64_t batch = 4, seq = 128, visual = 0, feat_dim = 2048;
   int steps = 5, warmup = 2;
 };
@@ -68,7 +73,8 @@ struct Args {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "train_step: %s\nusage: train_step --model CONFIG.json [--batch B] [--seq T] [--peft PEFT.json] "
-               "[--visual N] [--feat-dim F] [--steps N] [--warmup N] [--device cpu|cuda] [--dtype f32|bf16]\n",
+               "[--visual N] [--feat-dim F] [--steps N] [--warmup N] [--device cpu|cuda] [--dtype f32|bf16] "
+               "[--autocast off|bf16]\n",
                why);
   std::exit(2);
 }
@@ -89,11 +95,15 @@ Args parse_args(int argc, char** argv) {
     else if (key == "--warmup") a.warmup = std::stoi(value);
     else if (key == "--device") a.device = value;
     else if (key == "--dtype") a.dtype = value;
+    else if (key == "--autocast") a.autocast = value;
     else usage(("unknown argument " + key).c_str());
   }
   if (a.model.empty()) usage("--model is required");
   if (a.steps < 1) usage("--steps must be at least 1");
   if (!a.dtype.empty() && a.dtype != "f32" && a.dtype != "bf16") usage("--dtype is f32 or bf16");
+  if (a.autocast != "off" && a.autocast != "bf16") usage("--autocast is off or bf16");
+  if (a.autocast == "bf16" && a.dtype == "bf16")
+    usage("--autocast bf16 keeps F32 parameters (the master weights); it does not combine with --dtype bf16");
   return a;
 }
 
@@ -304,7 +314,11 @@ int main(int argc, char** argv) try {
       if (device.is_cuda()) cuda_reset_peak_memory(device.index);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    Tensor loss = b.loss();
+    Tensor loss;
+    {
+      AutocastScope autocast(a.autocast == "bf16");  // AutocastScope(false) leaves everything as it is
+      loss = b.loss();
+    }
     backward(loss);
     step(opt);
     zero_grad(opt);
@@ -326,6 +340,7 @@ int main(int argc, char** argv) try {
       {"visual_tokens", a.visual},
       {"device", to_string(device)},
       {"dtype", dtype ? "bf16" : "f32"},
+      {"autocast", a.autocast},
       {"step_s_median", median},
       {"step_s_min", seconds.front()},
       {"step_s_max", seconds.back()},
