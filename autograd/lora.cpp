@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "autograd/dispatch.h"
 #include "autograd/elementwise.h"
 #include "autograd/graph.h"
@@ -56,6 +57,15 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
                    const Tensor& lora_b, double scale, double dropout_p, bool training, Generator* gen) {
   VLP_CHECK(x.defined() && weight.defined() && lora_a.defined() && lora_b.defined(), kOp,
             ": x, weight, lora_a and lora_b must be defined");
+  // Under autocast (autograd/autocast.h) the op runs on the low-precision copies of its F32 operands and
+  // returns F32 like linear; unlike linear its output passes through the low precision once (the fused
+  // kernels write their input dtype) and the bias is added in it.
+  if (autocast_applies(x)) {
+    const Tensor bias_lp = bias.defined() ? autocast_input(bias) : bias;
+    return to(lora_linear(autocast_input(x), autocast_input(weight), bias_lp, autocast_input(lora_a),
+                          autocast_input(lora_b), scale, dropout_p, training, gen),
+              DType::F32);
+  }
   check_operands(kOp, {x, weight, bias, lora_a, lora_b}, true, /*cuda_ok=*/true);
   VLP_CHECK(is_floating(x.dtype()), kOp, ": needs floating tensors, got ", x.dtype());
   VLP_CHECK(weight.dim() == 2, kOp, ": weight must be [out, in], got ", shape_str(weight.shape()));

@@ -4,6 +4,8 @@
 // add), forward and every gradient, with the same generator state giving the same mask as vlp::dropout.
 #include "autograd/lora.h"
 
+#include "autograd/autocast.h"
+
 #include "common/test_util.h"
 
 namespace vlp {
@@ -105,6 +107,33 @@ TEST(LoraLinear, EqualsTheComposedOpsBitForBitInF32) {
     }
     EXPECT_TRUE(all_close(a1.grad(), a2.grad(), 0, 0)) << "dA";
     EXPECT_TRUE(all_close(m1.grad(), m2.grad(), 0, 0)) << "dB";
+  }
+}
+
+// Under autocast the op reads bf16 copies of its F32 operands and returns F32: the same numbers as the
+// op on explicitly rounded operands, gradients back in F32, and close to the F32 result.
+TEST(LoraLinear, AutocastRunsOnBf16CopiesAndReturnsF32) {
+  const int64_t in = 6, out = 5, r = 3;
+  auto leaf = [](const Shape& s, uint64_t sd) { return rand_input(s, sd, DType::F32); };
+  Tensor x = leaf({2, 3, in}, 401), w = leaf({out, in}, 402), b = leaf({out}, 403), a = leaf({r, in}, 404),
+         m = leaf({out, r}, 405);
+  Tensor y;
+  {
+    AutocastScope autocast(true);
+    y = lora_linear(x, w, b, a, m, 0.75, 0.0);
+  }
+  EXPECT_EQ(y.dtype(), DType::F32);
+  // The reference: the op on bf16 operands (no autocast), converted back.
+  auto lp = [](const Tensor& t) { return convert(t.detach(), DType::BF16); };
+  Tensor ref = convert(lora_linear(lp(x), lp(w), lp(b), lp(a), lp(m), 0.75, 0.0), DType::F32);
+  EXPECT_TRUE(all_close(y, ref, 0, 0));
+  Tensor full = lora_linear(x.detach(), w.detach(), b.detach(), a.detach(), m.detach(), 0.75, 0.0);
+  EXPECT_FALSE(all_close(y, full, 0, 0));
+  EXPECT_TRUE(all_close(y, full, 2e-2, 2e-2));
+  backward(sum(y));
+  for (const Tensor* t : {&x, &w, &b, &a, &m}) {
+    ASSERT_TRUE(t->grad().defined());
+    EXPECT_EQ(t->grad().dtype(), DType::F32);
   }
 }
 

@@ -51,11 +51,11 @@ MicroBatch on_device(MicroBatch mb, Device device) {
   return mb;
 }
 
-// ==== AUTOCAST SITE (training) ====
-// The forward pass and loss of one training micro-batch: the only place they run. The bf16 autocast
-// scope (autograd/autocast.h) wraps this body when s.autocast_bf16:
-//   AutocastScope autocast(s.autocast_bf16);
+// The forward pass and loss of one training micro-batch: the only place they run, inside the bf16
+// autocast scope when s.autocast_bf16 (autograd/autocast.h: bf16 matmuls and attention, F32 elsewhere;
+// the backward always runs without it).
 Tensor micro_batch_loss(Session& s, const MicroBatch& b, ForwardContext& ctx) {
+  AutocastScope autocast(s.autocast_bf16);
   if (s.model) {
     Seq2SeqOutput out = s.model->forward(b.input_ids, b.attention_mask, b.visual, b.labels, ctx);
     // File-backed tasks: VL-Adapter's loss (spec §2.11), per-example token mean x the target's weight.
@@ -237,12 +237,10 @@ std::pair<int, std::vector<int64_t>> batch_at(const Session& s, int64_t micro_ba
   return {t, std::vector<int64_t>(perm.begin() + j * B, perm.begin() + (j + 1) * B)};
 }
 
-// ==== AUTOCAST SITE (evaluation) ====
 // Every evaluation forward and generation (synthetic and file-backed tasks, through the predictors) runs
-// inside this function. The bf16 autocast scope (autograd/autocast.h) wraps this body when
-// s.autocast_bf16:
-//   AutocastScope autocast(s.autocast_bf16);
+// inside this function, in the bf16 autocast scope when s.autocast_bf16.
 std::map<std::string, double> evaluate(Session& s, int64_t max_examples, bool write_predictions) {
+  AutocastScope autocast(s.autocast_bf16);
   if (s.files) {
     s.net().train(false);
     const Predictor predict = s.model ? seq2seq_predictor(*s.files, s.cfg, *s.model) : kind_predictor(s);
