@@ -6,6 +6,7 @@
 
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -106,6 +107,20 @@ TEST(TrainerDevice, CpuSessionKeepsEverythingOnTheCpu) {
   EXPECT_EQ(r.steps, 2);
   EXPECT_EQ(r.peak_device_bytes, 0);
   EXPECT_GT(r.peak_rss_bytes, 0);
+}
+
+// autocast=bf16 on the CPU emulates the GPU policy (bf16-rounded matmul and attention operands): the run
+// trains with F32 master weights, its loss close to the F32 run's but not equal to it.
+TEST(TrainerDevice, Bf16AutocastTrainsWithF32MasterWeights) {
+  const fs::path dir = test::temp_dir("trainer_device_autocast");
+  auto f32 = make_session(tiny({"steps=6", "out_dir=" + (dir / "f32").string()}));
+  auto bf16 = make_session(tiny({"steps=6", "autocast=bf16", "out_dir=" + (dir / "bf16").string()}));
+  EXPECT_TRUE(bf16->autocast_bf16);
+  const RunSummary a = train(*f32), b = train(*bf16);
+  EXPECT_TRUE(std::isfinite(b.last_loss));
+  EXPECT_NE(a.last_loss, b.last_loss);
+  EXPECT_NEAR(a.last_loss, b.last_loss, 0.05 * std::abs(a.last_loss));
+  for (auto& [name, p] : bf16->net().named_parameters()) EXPECT_EQ(p.dtype(), DType::F32) << name;
 }
 
 TEST(TrainerDevice, DemoTableHeaderNamesTheDevice) {
