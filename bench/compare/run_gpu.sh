@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side GPU comparison, the rows of run_cpu.sh on CUDA with three implementations per row,
 # alternating A B C in each repetition after warm-up:
-#   vlpeft              build/bench/train_step --device cuda --dtype $VLP_DTYPE (bf16 parameters by default)
+#   vlpeft              build/bench/train_step --device cuda, VLP_MODE=autocast (default: F32 parameters,
+#                       --autocast bf16, the policy torch.autocast applies) or VLP_MODE=bf16 (--dtype bf16:
+#                       bf16 parameters, F32 master weights in the optimizer)
 #   torch-eager-bf16    tools/reference/bench_torch.py --device cuda --bf16 --attn sdpa (bf16 autocast, SDPA)
 #   torch-compile-bf16  the same under torch.compile
 # and prints the table of tokens/s, peak GPU memory and the vlpeft ÷ PyTorch ratios
@@ -26,7 +28,12 @@ SEQ=${SEQ:-512}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-3}
 MAX_BATCH=${MAX_BATCH:-1024}
-VLP_DTYPE=${VLP_DTYPE:-bf16}
+VLP_MODE=${VLP_MODE:-autocast}
+case $VLP_MODE in
+  autocast) VLP_PRECISION=(--autocast bf16) ;;
+  bf16) VLP_PRECISION=(--dtype bf16) ;;
+  *) echo "run_gpu: VLP_MODE is autocast or bf16, got $VLP_MODE" >&2; exit 2 ;;
+esac
 if [ -z "${PY:-}" ]; then
   PY=tools/reference/.venv/bin/python
   [ -x "$PY" ] || PY=python3
@@ -50,7 +57,7 @@ impl_exec() {
   local impl=$1
   shift
   case $impl in
-    vlpeft) build/bench/train_step --device cuda --dtype "$VLP_DTYPE" "$@" ;;
+    vlpeft) build/bench/train_step --device cuda "${VLP_PRECISION[@]}" "$@" ;;
     torch-eager-bf16) "$PY" tools/reference/bench_torch.py --device cuda --bf16 --attn sdpa "$@" ;;
     torch-compile-bf16) "$PY" tools/reference/bench_torch.py --device cuda --bf16 --attn sdpa --compile "$@" ;;
   esac
