@@ -2,8 +2,8 @@
 # One script for a machine with an NVIDIA GPU (sm_90: H100/H200) and nvcc: builds vlpeft with the CUDA
 # backend for sm_90, runs every test with the CUDA tests required to run (VLP_REQUIRE_CUDA=1 turns their
 # "no CUDA device" skip into a failure), runs the CUDA tests again with plain cudaMalloc, runs
-# compute-sanitizer memcheck and racecheck on them, runs the CUDA kernel benchmarks, and prints a summary
-# table last. Meant to finish in under 10 minutes on a 16-core machine.
+# compute-sanitizer memcheck and racecheck on them, runs the embedded demo with --device cuda, runs the
+# CUDA kernel benchmarks, and prints a summary table last. Meant to finish in under 10 minutes on a 16-core machine.
 #
 #   tools/gpu-check.sh [build-dir]          (default build-gpu)
 #
@@ -74,6 +74,8 @@ if [[ $BUILD_OK == 1 ]]; then
   step ctest_all_cuda_required 400 env VLP_REQUIRE_CUDA=1 ctest --test-dir "$BUILD" -j 8 --output-on-failure \
     --timeout 300
   step test_cuda_plain_malloc 200 env VLP_REQUIRE_CUDA=1 VLP_CUDA_MALLOC=plain "$BUILD/tests/test_cuda"
+  # ---- the embedded demo end to end on the GPU (bf16 autocast), its table kept in the log ------------
+  step demo_cuda 240 "$BUILD/bin/vlpeft" --device cuda --out "$BUILD/demo_cuda"
   # ---- compute-sanitizer ----------------------------------------------------------------------------
   if command -v compute-sanitizer >/dev/null; then
     # Plain cudaMalloc so that an access past a tensor's end leaves its allocation and is caught.
@@ -130,6 +132,10 @@ for b in data.get("benchmarks", []):
     print(f"{b['name']:52} {t:>12} {f('GB/s', '.0f'):>8} {f('of_copy_bw', '.2f'):>8} "
           f"{f('TFLOP/s', '.1f'):>8} {f('of_gemm_peak', '.2f'):>8}")
 PY
+  fi
+  if [[ -f "$RESULTS/demo_cuda.log" ]]; then
+    echo
+    grep -A14 "^Base model" "$RESULTS/demo_cuda.log" | sed 's/^/demo: /'
   fi
   if [[ -f "$RESULTS/bench_torch_sdpa.log" ]]; then
     echo
