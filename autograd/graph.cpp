@@ -5,6 +5,7 @@
 
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
+#include "runtime/trace.h"
 
 namespace vlp {
 
@@ -160,7 +161,11 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
       if (auto meta = out.meta.lock(); meta && meta->retains_grad) accumulate_into(meta->grad, grads_out[k]);
     }
 
-    Grads grads_in = node->backward(*node, grads_out);
+    Grads grads_in;
+    {
+      TraceRange range(node->name);
+      grads_in = node->backward(*node, grads_out);
+    }
     VLP_CHECK(grads_in.size() == node->inputs.size(), "backward of '", node->name, "' returned ",
               grads_in.size(), " gradients for ", node->inputs.size(), " inputs");
     if (!retain_graph) {

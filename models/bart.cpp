@@ -3,6 +3,8 @@
 #include <cmath>
 #include <string>
 
+#include "runtime/trace.h"
+
 namespace vlp {
 
 namespace {
@@ -21,6 +23,7 @@ BartAttention::BartAttention(int64_t d_model, int64_t heads_, double dropout_)
 
 Tensor BartAttention::forward(const Tensor& x, const Tensor& kv_source, const Tensor& key_mask, bool causal,
                               KVCache* cache, const ForwardContext& ctx) const {
+  TraceRange range("bart.attention");
   const bool cross = kv_source.defined();
   AttentionState s;
   s.q = split_heads(q_proj.forward(x, ctx), heads);
@@ -69,6 +72,7 @@ BartLayer::BartLayer(const BartConfig& c, bool is_decoder)
 
 Tensor BartLayer::forward(const Tensor& x, const Tensor& key_mask, const Tensor& encoder_hidden,
                           const Tensor& encoder_mask, DecoderCache* cache, size_t i, const ForwardContext& ctx) const {
+  TraceRange range("bart.layer");
   const bool decoder = encoder_attn != nullptr;
   Tensor out = self_attn.forward(x, Tensor(), key_mask, decoder, cache ? &cache->self_attn[i] : nullptr, ctx);
   Tensor h = self_attn_layer_norm.forward(x + sublayer_output(sa_site, x, out, dropout, ctx));

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/trace.h"
+
 namespace vlp {
 
 namespace {
@@ -139,6 +141,7 @@ CLIPEncoderLayer::CLIPEncoderLayer(const CLIPVisionConfig& c)
 }
 
 Tensor CLIPEncoderLayer::forward(const Tensor& x, const Tensor& key_mask, const ForwardContext& ctx) const {
+  TraceRange range("clip.layer");
   // CLIP has no hidden dropout: the sublayer outputs go to their sites as they are.
   Tensor a_in = layer_norm1.forward(x);
   Tensor a = self_attn.out_proj.forward(vision_self_attention(a_in, self_attn.q_proj, self_attn.k_proj,

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <string>
 
+#include "runtime/trace.h"
+
 namespace vlp {
 
 namespace {
@@ -54,6 +56,7 @@ GPT2Attention::GPT2Attention(const GPT2Config& config, int64_t layer_index)
 
 Tensor GPT2Attention::forward(const Tensor& x, const Tensor& key_mask, KVCache* cache,
                               const ForwardContext& ctx) const {
+  TraceRange range("gpt2.attention");
   const int64_t D = c_proj.out_features();
   Tensor qkv = c_attn.forward(x, ctx);  // [B, T, 3D]: q | k | v
   AttentionState s;
@@ -75,6 +78,7 @@ GPT2MLP::GPT2MLP(const GPT2Config& config)
 }
 
 Tensor GPT2MLP::forward(const Tensor& x, const ForwardContext& ctx) const {
+  TraceRange range("gpt2.mlp");
   return c_proj.forward(act(c_fc.forward(x, ctx)), ctx);
 }
 
@@ -92,6 +96,7 @@ GPT2Block::GPT2Block(const GPT2Config& config, int64_t layer_index)
 }
 
 Tensor GPT2Block::forward(const Tensor& x, const Tensor& key_mask, KVCache* cache, const ForwardContext& ctx) const {
+  TraceRange range("gpt2.block");
   Tensor a_in = ln_1.forward(x);
   Tensor h = x + sublayer_output(sa_site, a_in, attn.forward(a_in, key_mask, cache, ctx), attn.resid_pdrop, ctx);
   Tensor m_in = ln_2.forward(h);

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "models/site.h"
+#include "runtime/trace.h"
 
 namespace vlp {
 
@@ -150,6 +151,7 @@ Tensor Linear::weight_out_in() const { return fan_in_fan_out ? transpose(weight,
 Tensor Linear::base_forward(const Tensor& x) const { return linear(x, weight_out_in(), bias); }
 
 Tensor Linear::forward(const Tensor& x, const ForwardContext& ctx) const {
+  TraceRange range("linear");
   Tensor y;
   bool any = false;
   for (const auto& [name, a] : adapters) {

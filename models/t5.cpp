@@ -3,6 +3,8 @@
 #include <cmath>
 #include <string>
 
+#include "runtime/trace.h"
+
 namespace vlp {
 
 // ---- attention and feed-forward ----
@@ -28,6 +30,7 @@ T5Attention::T5Attention(const T5Config& config, bool has_relative_attention_bia
 Tensor T5Attention::forward(const Tensor& x, const Tensor& kv_source, const Tensor& key_mask, bool causal,
                             const std::function<Tensor(int64_t, int64_t)>& bias, KVCache* cache,
                             const ForwardContext& ctx) const {
+  TraceRange range("t5.attention");
   const bool cross = kv_source.defined();
   AttentionState s;
   s.q = split_heads(q.forward(x, ctx), heads);
@@ -75,6 +78,7 @@ T5DenseActDense::T5DenseActDense(const T5Config& config)
 }
 
 Tensor T5DenseActDense::forward(const Tensor& x, const ForwardContext& ctx) const {
+  TraceRange range("t5.ff");
   Tensor h = wi ? act(wi->forward(x, ctx)) : act(wi_0->forward(x, ctx)) * wi_1->forward(x, ctx);
   return wo.forward(vlp::dropout(h, dropout, ctx), ctx);
 }
@@ -123,6 +127,7 @@ Tensor T5Stack::run_blocks(Tensor hidden, const Tensor& key_mask, const std::fun
                            const EncoderOutput* encoder, DecoderCache* cache, const ForwardContext& ctx) const {
   Tensor enc_mask = encoder ? as_key_mask(encoder->mask) : Tensor();
   for (size_t i = 0; i < blocks.size(); ++i) {
+    TraceRange range(is_decoder ? "t5.decoder.block" : "t5.encoder.block");
     const T5Block& b = *blocks[i];
     const T5LayerSelfAttention& sa = b.self_attention;
     Tensor x = sa.layer_norm.forward(hidden);

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/trace.h"
+
 namespace vlp {
 
 namespace {
@@ -271,6 +273,7 @@ ViTLayer::ViTLayer(const ViTConfig& c)
 }
 
 Tensor ViTLayer::forward(const Tensor& x, const Tensor& key_mask, const ForwardContext& ctx) const {
+  TraceRange range("vit.layer");
   Tensor a_in = layernorm_before.forward(x);
   Tensor a = attention.dense.forward(vision_self_attention(a_in, attention.query, attention.key, attention.value, heads,
                                                            attention_dropout, key_mask, attention.attn_site, ctx),

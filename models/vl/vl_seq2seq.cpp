@@ -4,6 +4,7 @@
 #include "autograd/ops.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
+#include "runtime/trace.h"
 
 namespace vlp {
 
@@ -51,6 +52,7 @@ VisualEmbedding::VisualEmbedding(int64_t feat_dim, int64_t d_model, bool rms_nor
 }
 
 Tensor VisualEmbedding::forward(const VisualInput& visual) const {
+  TraceRange range("vl.visual_embedding");
   VLP_CHECK(visual.feats.defined() && visual.feats.dim() == 3, "VisualEmbedding: feats must be [B, N, F]");
   const int64_t B = visual.feats.size(0), N = visual.feats.size(1);
   VLP_CHECK(visual.feats.size(2) == feat_proj.in_features(), "VisualEmbedding: feature width ",
