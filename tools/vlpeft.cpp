@@ -287,8 +287,7 @@ int cmd_generate(const Command& c, const Args& a) {
     for (int64_t i = 0; i < std::min<int64_t>(n, int64_t(s->eval_data[t].size())); ++i) {
       const VLExample& e = s->eval_data[t][size_t(i)];
       VLBatch b = collate(s->tasks[t], int(t), {&e}, s->n_patches, s->patch_dim);
-      VisualInput vi;
-      vi.feats = b.feats;
+      const VisualInput vi = batch_visual(b);
       ForwardContext ctx;
       ctx.task = int(t);
       Tensor seq = contiguous(s->model->generate(b.input_ids, b.attention_mask, vi, opt, ctx).sequences);
