@@ -8,6 +8,7 @@
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
 #include "tests/common/test_util.h"
+#include "tools/trainer/cli_params.h"
 #include "tools/trainer/trainer.h"
 
 using namespace vlp;
@@ -157,4 +158,17 @@ TEST(TrainerVision, CheckpointsAndInitFromCarryTheTower) {
   auto d = make_session(vit_config(out, {"steps=3", "resume=true"}));
   load_training_checkpoint(*d, last);
   EXPECT_EQ(to_vector(d->model->vision_model->layernorm.weight), to_vector(a->model->vision_model->layernorm.weight));
+}
+
+// `vlpeft params --config`: the tower is its own line item and part of the total.
+TEST(TrainerVision, ParamsCountTheTower) {
+  auto s = make_session(vit_config(test::temp_dir("trainer_vision_params").string(),
+                                   {"peft_type=LORA", "peft_json={\"r\": 2}"}));
+  const TrainerParams p = trainer_params(*s);
+  EXPECT_EQ(p.vision_tower, s->model->vision_model->num_parameters());
+  EXPECT_EQ(p.backbone + p.vision_tower + p.visual_embedding + p.peft, p.total);
+  EXPECT_EQ(p.total, s->model->num_parameters());
+  const std::string text = format_trainer_params(*s, p);
+  EXPECT_NE(text.find("vision tower (ViT) " + std::to_string(p.vision_tower)), std::string::npos) << text;
+  EXPECT_EQ(text.find("no vision encoder"), std::string::npos) << text;
 }
