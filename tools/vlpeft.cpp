@@ -59,11 +59,12 @@ const Flag kCheckpoint{"checkpoint", "PATH", "a training checkpoint, e.g. OUT/la
 const std::vector<Command>& commands() {
   static const std::vector<Command> c = {
       {"demo", "pretrain a tiny VL model, adapt it with each PEFT method, print a table", "vlpeft [demo] [options]",
-       "Pretrains a tiny VL encoder-decoder on synthetic tasks, adapts it to held-out tasks with full\n"
-       "fine-tuning and each PEFT method, and prints a table.",
+       "Pretrains a tiny VL encoder-decoder (a ViT vision tower and a T5) on synthetic tasks, adapts it to\n"
+       "held-out tasks with full fine-tuning and each PEFT method (the tower frozen), and prints a table.",
        {{"pretrain-steps", "N", "pretraining steps (default 1000)"},
         {"adapt-steps", "N", "adaptation steps per method (default 300)"},
         {"out", "DIR", "where checkpoints go (default vlpeft_demo)"},
+        {"vision-tower", "vit|none", "a ViT tower over the pixels (default) or linear patch features"},
         {"only", "METHOD,...", "run only these methods (names as in the table)"},
         {"device", "DEV", "cpu (default), cuda or cuda:N: where every run trains and evaluates (bf16 autocast on "
                           "CUDA)"}}},
@@ -82,8 +83,8 @@ const std::vector<Command>& commands() {
       {"generate", "answer a question about an image file, or show eval answers", "vlpeft generate --checkpoint PATH --image FILE [--question TEXT] [options]\n"
                    "       vlpeft generate --checkpoint PATH [--n N] [options]",
        "With --image: answers the question about the image file (or captions it, for a checkpoint with a\n"
-       "captioning task). The image is fed as in training (resized to the config's image_size, patch\n"
-       "features); the question is tokenised with the checkpoint's vocabulary. Without --image: prints N eval\n"
+       "captioning task). The image is fed as in training (resized to the config's image_size; patch\n"
+       "features, or pixels for a vision_tower vit checkpoint); the question is tokenised with the checkpoint's vocabulary. Without --image: prints N eval\n"
        "questions per task with the reference answer and the generated one.",
        {kCheckpoint, {"image", "FILE", "a JPEG or PNG image"},
         {"question", "TEXT", "the question (e.g. \"how many objects ?\")"},
@@ -301,8 +302,7 @@ int cmd_generate(const Command& c, const Args& a) {
     for (int64_t i = 0; i < std::min<int64_t>(n, int64_t(s->eval_data[t].size())); ++i) {
       const VLExample& e = s->eval_data[t][size_t(i)];
       VLBatch b = collate(s->tasks[t], int(t), {&e}, s->n_patches, s->patch_dim);
-      VisualInput vi;
-      vi.feats = moved_to(b.feats, s->device);
+      const VisualInput vi = batch_visual(b, s->device);
       ForwardContext ctx;
       ctx.task = int(t);
       Tensor seq = host_copy(s->model->generate(moved_to(b.input_ids, s->device), moved_to(b.attention_mask, s->device),
@@ -380,6 +380,12 @@ int cmd_demo(const Command&, const Args& a) {
   o.adapt_steps = a.integer("adapt-steps", o.adapt_steps);
   if (a.has("out")) o.out_dir = a.get("out");
   if (a.has("device")) o.device = a.get("device");
+  if (a.has("vision-tower")) {
+    o.vision_tower = a.get("vision-tower");
+    if (o.vision_tower != "vit" && o.vision_tower != "none")
+      throw UsageError("demo: --vision-tower must be vit or none, got '" + o.vision_tower + "'");
+    if (o.vision_tower == "none") o.image_size = 32, o.patch = 16;  // the linear-feature demo's images
+  }
   if (a.has("only")) {  // method names contain spaces: split on commas only
     std::string cur;
     for (char ch : a.get("only") + ",") {

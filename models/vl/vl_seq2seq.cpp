@@ -87,7 +87,16 @@ void VLSeq2Seq::adopt_backbone_children() {
   }
 }
 
-VLSeq2Seq::VLSeq2Seq(const VLSeq2SeqConfig& cfg) : config(cfg) {
+namespace {
+// With a vision tower the visual embedding reads its hidden states.
+VLSeq2SeqConfig resolved(VLSeq2SeqConfig c) {
+  if (c.vision) c.feat_dim = c.vision->hidden_size;
+  return c;
+}
+}  // namespace
+
+VLSeq2Seq::VLSeq2Seq(const VLSeq2SeqConfig& config_in) : config(resolved(config_in)) {
+  const VLSeq2SeqConfig& cfg = config;
   if (cfg.backbone == "t5") {
     t5 = std::make_unique<T5ForConditionalGeneration>(cfg.t5);
     for (const auto& [name, child] : t5->children()) register_module(name, child);
@@ -108,6 +117,22 @@ VLSeq2Seq::VLSeq2Seq(const VLSeq2SeqConfig& cfg) : config(cfg) {
     VLP_FAIL("VLSeq2Seq: backbone '", cfg.backbone, "' is not one of t5, bart");
   }
   register_module("visual_embedding", visual_embedding.get());
+  if (cfg.vision) {
+    vision_model = std::make_unique<ViTModel>(*cfg.vision, /*add_pooling_layer=*/false);
+    register_module("vision_model", vision_model.get());
+    // transformers' ViT init (initializer_range 0.02; normal, not truncated): Linear and patch-conv weights
+    // N(0, 0.02), their biases 0 (ViTModel itself initialises CLS, positions and LayerNorms so). From scratch
+    // this trains much faster than the layers' default (Kaiming-uniform) init: on the synthetic shape task the
+    // demo-sized tower reached 98% after 750 steps with it, about 60% without.
+    auto ends_with = [](const std::string& s, const std::string& e) {
+      return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
+    };
+    for (auto& [name, p] : vision_model->named_parameters()) {
+      if (name.find("layernorm") != std::string::npos) continue;
+      if (ends_with(name, ".weight")) normal_(p, 0.0, 0.02);
+      else if (ends_with(name, ".bias")) zeros_(p);
+    }
+  }
 }
 
 int64_t VLSeq2Seq::pad_token_id() const {
@@ -125,15 +150,33 @@ ForwardContext with_visual(const ForwardContext& ctx, const Tensor& visual_embed
 }
 }  // namespace
 
+Tensor VLSeq2Seq::visual_embeds(const VisualInput& visual, const ForwardContext& ctx) const {
+  if (!vision_model) {
+    VLP_CHECK(!visual.pixels.defined(), "VLSeq2Seq: VisualInput.pixels given, but this model has no vision tower ",
+              "(VLSeq2SeqConfig::vision unset): pass the visual features in VisualInput.feats");
+    return visual.feats.defined() ? visual_embedding->forward(visual) : Tensor();
+  }
+  VLP_CHECK(!visual.feats.defined(), "VLSeq2Seq: VisualInput.feats given, but this model has a vision tower ",
+            "(vision_model) that computes the features: pass the images in VisualInput.pixels");
+  if (!visual.pixels.defined()) return Tensor();
+  const int64_t n = visual.n_images;
+  VLP_CHECK(visual.pixels.dim() == 4 && n >= 1 && visual.pixels.size(0) % n == 0,
+            "VLSeq2Seq: VisualInput.pixels must be [B * n_images, C, H, W] with n_images = ", n, ", got ",
+            shape_str(visual.pixels.shape()));
+  Tensor patches = vision_model->forward(visual.pixels, ctx).patch_tokens();  // [B * n, g, D], CLS dropped
+  VisualInput v = visual;
+  v.pixels = Tensor();
+  v.feats = reshape(patches, {patches.size(0) / n, n * patches.size(1), patches.size(2)});
+  return visual_embedding->forward(v);
+}
+
 EncoderOutput VLSeq2Seq::encode(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,
                                 const ForwardContext& ctx) const {
   EncoderInput in;
   in.input_ids = input_ids;
   in.attention_mask = attention_mask;
-  if (visual.feats.defined()) {
-    in.appended_embeds = visual_embedding->forward(visual);
-    in.appended_mask = visual.mask;
-  }
+  in.appended_embeds = visual_embeds(visual, ctx);
+  if (in.appended_embeds.defined()) in.appended_mask = visual.mask;
   const ForwardContext c = with_visual(ctx, in.appended_embeds);
   return t5 ? t5->encode(in, c) : bart->encode(in, c);
 }
@@ -141,12 +184,12 @@ EncoderOutput VLSeq2Seq::encode(const Tensor& input_ids, const Tensor& attention
 Seq2SeqOutput VLSeq2Seq::forward(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,
                                  const Tensor& labels, const ForwardContext& ctx) const {
   Seq2SeqInput in;
-  const Tensor v = visual.feats.defined() ? visual_embedding->forward(visual) : Tensor();
+  const Tensor v = visual_embeds(visual, ctx);
   const ForwardContext c = with_visual(ctx, v);
   in.encoder.input_ids = input_ids;
   in.encoder.attention_mask = attention_mask;
   in.encoder.appended_embeds = v;
-  in.encoder.appended_mask = visual.mask;
+  if (v.defined()) in.encoder.appended_mask = visual.mask;
   in.encoder_output = t5 ? t5->encode(in.encoder, c) : bart->encode(in.encoder, c);
   in.labels = labels;
   return t5 ? t5->forward(in, c) : bart->forward(in, c);
@@ -158,10 +201,8 @@ GenerationOutput VLSeq2Seq::generate(const Tensor& input_ids, const Tensor& atte
   EncoderInput in;
   in.input_ids = input_ids;
   in.attention_mask = attention_mask;
-  if (visual.feats.defined()) {
-    in.appended_embeds = visual_embedding->forward(visual);
-    in.appended_mask = visual.mask;
-  }
+  in.appended_embeds = visual_embeds(visual, ctx);
+  if (in.appended_embeds.defined()) in.appended_mask = visual.mask;
   const ForwardContext c = with_visual(ctx, in.appended_embeds);
   EncoderOutput enc = t5 ? t5->encode(in, c) : bart->encode(in, c);
   return t5 ? vlp::generate(*t5, enc, options, c) : vlp::generate(*bart, enc, options, c);

@@ -11,23 +11,35 @@
 // Parameter names: the backbone's own (transformers' names, so PEFT targets and checkpoints match), plus
 // visual_embedding.feat_embedding.{0 = W_f, 1 = N_f}, visual_embedding.absolute_vis_pos_embedding.{0, 1},
 // visual_embedding.img_order_embedding (the original VL-T5 names).
+//
+// Optional vision tower (VLSeq2SeqConfig::vision set): a ViT encoder without pooler (models/vit.h, HF ViTModel
+// layout) owned as the child "vision_model" ("vision_model.embeddings.patch_embeddings.projection.weight", ...).
+// The model then reads images (VisualInput::pixels) instead of features: v_i are the tower's final-LayerNorm
+// patch tokens, CLS dropped, so the visual tokens are the grid_h x grid_w patches in row-major order, the
+// same token layout as precomputed grid features (`extract-features --mode patches`); the CLS token still takes
+// part in the tower's attention. The visual embedding's feature width is the tower's hidden size.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include "models/bart.h"
 #include "models/generate.h"
 #include "models/t5.h"
+#include "models/vit.h"
 
 namespace vlp {
 
-// Visual tokens of a batch. Only `feats` is required.
+// Visual tokens of a batch: `feats` for a model without a vision tower, `pixels` for one with a tower.
 struct VisualInput {
-  Tensor feats;    // [B, N, F] region or grid features
+  Tensor feats;    // [B, N, F] region or grid features (model without vision tower)
   Tensor boxes;    // [B, N, 4] (x1, x2, y1, y2) in [0, 1]; undefined = all zero (grid features)
   Tensor img_ids;  // [B, N] I64 image order (0, or 0/1 for NLVR2's two images); undefined = 0
   Tensor obj_ids;  // [B, N] I64 object order; undefined = 0..N/n_images-1 within each image
   Tensor mask;     // [B, N] 1 = valid; undefined = all valid
   int64_t n_images = 1;  // images per example (NLVR2: 2), used for the default img_ids / obj_ids
+  // [B * n_images, C, H, W] images, an example's images consecutive (model with vision tower): the tower's
+  // N = n_images * grid_h * grid_w patch tokens are the features. Last, so positional initialisers keep working.
+  Tensor pixels;
 };
 
 // Default image-order and object-order ids for N tokens split evenly over n_images images: img_id = the
@@ -53,7 +65,8 @@ struct VLSeq2SeqConfig {
   std::string backbone = "t5";  // "t5" | "bart"
   T5Config t5;
   BartConfig bart;
-  int64_t feat_dim = 2048;
+  int64_t feat_dim = 2048;  // ignored with a vision tower (its hidden_size is the feature width)
+  std::optional<ViTConfig> vision;  // set: a ViT tower "vision_model" turns VisualInput::pixels into the features
 };
 
 struct VLSeq2Seq : Module {
@@ -61,6 +74,7 @@ struct VLSeq2Seq : Module {
   std::unique_ptr<T5ForConditionalGeneration> t5;      // exactly one of the two
   std::unique_ptr<BartForConditionalGeneration> bart;
   std::unique_ptr<VisualEmbedding> visual_embedding;
+  std::unique_ptr<ViTModel> vision_model;  // the vision tower (config.vision set), no pooler
   explicit VLSeq2Seq(const VLSeq2SeqConfig& config);
 
   Module& backbone() { return t5 ? static_cast<Module&>(*t5) : static_cast<Module&>(*bart); }
@@ -72,6 +86,9 @@ struct VLSeq2Seq : Module {
   int64_t vocab_size() const { return t5 ? config.t5.vocab_size : config.bart.vocab_size; }
   int64_t d_model() const { return t5 ? config.t5.d_model : config.bart.d_model; }
   int64_t pad_token_id() const;
+  // The visual tokens [B, N, d] of a batch (through the vision tower when there is one); undefined when the
+  // input has neither feats nor pixels. An error names the field when the input does not fit the model.
+  Tensor visual_embeds(const VisualInput& visual, const ForwardContext& ctx = {}) const;
 
   // Encoder over [text; visual] (prompts, when an input adapter adds them, go first).
   EncoderOutput encode(const Tensor& input_ids, const Tensor& attention_mask, const VisualInput& visual,

@@ -98,7 +98,7 @@ Tensor direct_features(const VisionTower& tower, const std::vector<std::string>&
 TEST(CliHelp, EveryCommandPrintsItsUsageAndOptions) {
   REQUIRE_BINARY();
   const std::map<std::string, std::vector<std::string>> flags = {
-      {"demo", {"--pretrain-steps", "--adapt-steps", "--only"}},
+      {"demo", {"--pretrain-steps", "--adapt-steps", "--only", "--vision-tower"}},
       {"train", {"--config", "--set", "--print-config"}},
       {"eval", {"--checkpoint", "--config"}},
       {"generate", {"--checkpoint", "--image", "--question", "--beams"}},
@@ -133,6 +133,9 @@ TEST(CliHelp, UnknownCommandsAndOptionsAreUsageErrors) {
   r = run_vlpeft("demo --pretrain-steps");  // a missing value
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("--pretrain-steps needs a value"), std::string::npos) << r.err;
+  r = run_vlpeft("demo --vision-tower clip");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--vision-tower must be vit or none, got 'clip'"), std::string::npos) << r.err;
   r = run_vlpeft("extract-features --images x --out y");  // a missing required option
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("--model is required"), std::string::npos) << r.err;

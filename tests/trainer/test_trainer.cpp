@@ -227,10 +227,11 @@ TEST(TrainerPeft, PromptTuningTableIsTrainedAndCheckpointed) {
   EXPECT_EQ(listed, 4 * c.d_model);
 }
 
-// CI-sized demo: the base learns its tasks, and LoRA adaptation beats the frozen base (trained visual
-// projection only) on the held-out tasks.
+// CI-sized demo: the base (ViT tower + T5, the demo's default) learns its tasks, and LoRA adaptation (tower
+// frozen) beats the frozen base (trained visual projection only) on the held-out tasks.
 TEST(TrainerDemo, AdaptedModelBeatsFrozenBase) {
   DemoOptions o;
+  EXPECT_EQ(o.vision_tower, "vit");
   o.pretrain_steps = 300;
   o.adapt_steps = 150;
   o.train_examples = 512;

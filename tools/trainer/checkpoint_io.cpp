@@ -108,6 +108,10 @@ void load_training_checkpoint(Session& s, const std::string& path) {
 void load_model_weights(Module& model, const std::string& path) {
   SafetensorsFile f = open_verified(path);
   int64_t copied = 0;
+  // A vision tower left at its random init would go unnoticed (PEFT freezes it): refuse.
+  for (auto& [name, t] : model.state_dict())
+    VLP_CHECK(name.rfind("vision_model.", 0) != 0 || f.find("model." + name), "init_from '", path,
+              "' has no tensor for the vision tower's '", name, "' (a checkpoint trained with another vision_tower?)");
   for (auto& [name, t] : model.state_dict()) {
     const Tensor* src = f.find("model." + name);
     if (!src) continue;  // adapters added later

@@ -73,6 +73,19 @@ std::vector<float> image_patch_features(const Image& image, int64_t image_size, 
   return feats;
 }
 
+std::vector<float> image_pixels(const Image& image, int64_t image_size) {
+  VLP_CHECK(image_size > 0, "image_pixels: image_size must be positive, got ", image_size);
+  const Image img = image.width == image_size && image.height == image_size
+                        ? image
+                        : resize(image, int(image_size), int(image_size), Resample::Bilinear);
+  std::vector<float> px(size_t(3 * image_size * image_size));
+  for (int c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < image_size; ++y)
+      for (int64_t x = 0; x < image_size; ++x)
+        px[size_t((c * image_size + y) * image_size + x)] = vit_pixel(img.at(int(x), int(y), c));
+  return px;
+}
+
 std::vector<int64_t> question_tokens(const std::string& question, const std::string& task, bool task_prefix,
                                      std::vector<std::string>* unknown) {
   std::vector<std::string> words = words_of(question);
@@ -124,14 +137,20 @@ ImageAnswer answer_about_image(Session& s, const std::string& image_path, const 
   r.task = choose_task(s, question, task);
   const int t = int(std::find(s.tasks.begin(), s.tasks.end(), r.task) - s.tasks.begin());
   r.question_ids = question_tokens(question, r.task, s.cfg.task_prefix, &r.unknown_words);
-  const std::vector<float> feats = image_patch_features(load_image(image_path), s.cfg.image_size, s.cfg.patch);
-  VLP_CHECK(int64_t(feats.size()) == s.n_patches * s.patch_dim, "generate: the image gives ", feats.size(),
-            " feature values, the model takes ", s.n_patches, " x ", s.patch_dim);
+  const Image image = load_image(image_path);
   const int64_t T = int64_t(r.question_ids.size());
   Tensor ids = from_data<int64_t>(r.question_ids, {1, T}, s.device);
   Tensor mask = from_data<int64_t>(std::vector<int64_t>(size_t(T), 1), {1, T}, s.device);
   VisualInput vi;
-  vi.feats = from_data<float>(feats, {1, s.n_patches, s.patch_dim}, s.device);
+  if (s.model->vision_model) {
+    const int64_t S = s.cfg.image_size;
+    vi.pixels = from_data<float>(image_pixels(image, S), {1, 3, S, S}, s.device);
+  } else {
+    const std::vector<float> feats = image_patch_features(image, s.cfg.image_size, s.cfg.patch);
+    VLP_CHECK(int64_t(feats.size()) == s.n_patches * s.patch_dim, "generate: the image gives ", feats.size(),
+              " feature values, the model takes ", s.n_patches, " x ", s.patch_dim);
+    vi.feats = from_data<float>(feats, {1, s.n_patches, s.patch_dim}, s.device);
+  }
   ForwardContext ctx;
   ctx.task = t;
   GenerationOptions opt = options;

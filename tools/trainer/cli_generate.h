@@ -4,7 +4,8 @@
 // The image reaches the model as the trainer feeds its images (tools/trainer/vl_tasks.h): resized to the
 // config's image_size x image_size when it has another size (bilinear, PIL's rules, aspect not kept), cut into
 // patch x patch squares in row-major order, each flattened (y, x, channel) with values byte / 255 - 0.5: one
-// visual token per square. The question is tokenised with the checkpoint's word-level vocabulary (vl_vocab():
+// visual token per square; a checkpoint with a vision tower (vision_tower vit) gets the resized image's pixels
+// [3, H, W] as values / 127.5 - 1 instead. The question is tokenised with the checkpoint's word-level vocabulary (vl_vocab():
 // lower-cased, "?" split off, unknown words become <unk> and are reported), prefixed "task: " when the config
 // uses task prefixes, and </s> appended.
 #pragma once
@@ -23,6 +24,9 @@ TrainConfig checkpoint_config(const std::string& checkpoint, const std::vector<s
 
 // [n_patches * patch_dim] features of an image as described above.
 std::vector<float> image_patch_features(const Image& image, int64_t image_size, int64_t patch);
+// [3, image_size, image_size] pixels of an image, resized as above, normalised as the synthetic tasks' pixels
+// (vl_tasks.h vit_pixel): the input of a checkpoint with a vision tower.
+std::vector<float> image_pixels(const Image& image, int64_t image_size);
 
 // Token ids of a question for a task (see above); words outside the vocabulary are appended to *unknown.
 std::vector<int64_t> question_tokens(const std::string& question, const std::string& task, bool task_prefix,

@@ -30,6 +30,8 @@ const std::vector<Field>& fields() {
       VLP_FIELD(layers, "integer", int64_t), VLP_FIELD(heads, "integer", int64_t),
       VLP_FIELD(d_ff, "integer", int64_t), VLP_FIELD(dropout, "number", double),
       VLP_FIELD(image_size, "integer", int64_t), VLP_FIELD(patch, "integer", int64_t),
+      VLP_FIELD(vision_tower, "string", std::string), VLP_FIELD(vision_layers, "integer", int64_t),
+      VLP_FIELD(vision_hidden, "integer", int64_t),
       VLP_FIELD(tasks, "string", std::string), VLP_FIELD(train_examples, "integer", int64_t),
       VLP_FIELD(eval_examples, "integer", int64_t), VLP_FIELD(data_seed, "integer", uint64_t),
       VLP_FIELD(batch_size, "integer", int64_t), VLP_FIELD(grad_accum, "integer", int64_t),
@@ -101,7 +103,13 @@ const std::vector<std::pair<std::string, std::string>>& config_key_docs() {
                     "of d_model, layers, heads, d_ff"},
       {"vocab_extra_rows", "rows appended to the embedding (VL-BART: 200), N(0, 0.02)"},
       {"d_model, layers, heads, d_ff, dropout", "tiny model sizes (ignored with model_dir)"},
-      {"image_size, patch", "image files: resized to image_size, cut into patch x patch linear features"},
+      {"image_size, patch", "image files: resized to image_size, cut into patch x patch linear features; with "
+                            "vision_tower vit: the tower's image size and patch size"},
+      {"vision_tower", "synthetic tasks: none (linear patch features feed the visual embedding) | vit (a ViT "
+                       "encoder, trained with the model and frozen under PEFT, reads the pixels; its patch "
+                       "tokens, CLS dropped, feed the visual embedding)"},
+      {"vision_layers, vision_hidden", "the ViT tower's layers and width (0 = d_model); heads from heads, MLP "
+                                       "4 x vision_hidden"},
       {"tasks", "comma list: synthetic in-memory tasks (count, color, shape, what_color, color_shape) or the "
                 "file-backed vqa, gqa, nlvr2, caption"},
       {"train_examples, eval_examples", "synthetic tasks only: examples per task"},
@@ -251,6 +259,18 @@ void validate_config(const TrainConfig& c) {
   VLP_CHECK(c.steps >= 0, "config: key 'steps' must be >= 0 (0 = evaluate only), got ", c.steps);
   VLP_CHECK(c.d_model % c.heads == 0, "config: d_model ", c.d_model, " must be a multiple of heads ", c.heads);
   VLP_CHECK(c.image_size % c.patch == 0, "config: image_size must be a multiple of patch");
+  VLP_CHECK(c.vision_tower == "none" || c.vision_tower == "vit", "config: key 'vision_tower' must be none or vit, got '",
+            c.vision_tower, "'");
+  VLP_CHECK(c.vision_layers > 0, "config: key 'vision_layers' must be positive, got ", c.vision_layers);
+  VLP_CHECK(c.vision_hidden >= 0, "config: key 'vision_hidden' must be >= 0 (0 = d_model), got ", c.vision_hidden);
+  if (c.vision_tower == "vit") {
+    const int64_t w = c.vision_hidden > 0 ? c.vision_hidden : c.d_model;
+    VLP_CHECK(w % c.heads == 0, "config: the vision tower's width ", w, " (vision_hidden, 0 = d_model) must be a ",
+              "multiple of heads ", c.heads);
+    VLP_CHECK(!uses_files(c) && c.model_kind == "seq2seq", "config: key 'vision_tower' vit needs the synthetic ",
+              "tasks and model_kind seq2seq (file-backed tasks read patch features or extracted features), got tasks '",
+              c.tasks, "'");
+  }
   VLP_CHECK(c.lr > 0, "config: key 'lr' must be positive");
   VLP_CHECK(c.warmup_ratio >= 0 && c.warmup_ratio <= 1, "config: key 'warmup_ratio' must be in [0, 1]");
   for (auto [k, p] : {std::pair{"peft_config", c.peft_config}, {"init_from", c.init_from}})

@@ -16,6 +16,11 @@ struct TrainConfig {
   int64_t d_model = 64, layers = 2, heads = 4, d_ff = 128;
   double dropout = 0.0;
   int64_t image_size = 32, patch = 16;  // 16: one visual token per grid cell of the synthetic scenes
+  // Vision tower (synthetic tasks): "none" = the image's linear patch features feed the visual embedding;
+  // "vit" = a ViT encoder "vision_model" (models/vit.h; patch size `patch`, image_size, `heads` heads, MLP
+  // 4 x vision_hidden, vision_layers layers) reads the pixels, its patch tokens feed the visual embedding.
+  std::string vision_tower = "none";
+  int64_t vision_layers = 2, vision_hidden = 0;  // vision_hidden 0 = d_model
   // Data: the synthetic VL tasks (tools/trainer/vl_tasks.h), comma-separated.
   std::string tasks = "count,color";
   int64_t train_examples = 1024, eval_examples = 128;  // per task

@@ -21,7 +21,10 @@ const std::vector<DemoMethod>& demo_methods() {
       {"LoRA", "LORA", J{{"r", 8}, {"lora_alpha", 16}, {"target_modules", {"q", "v"}}}, 3e-3},
       {"single adapter", "VLPEFT_ADAPTER", J{{"reduction_factor", 4}}, 3e-3},
       {"Compacter", "VLPEFT_COMPACTER", J{{"reduction_factor", 4}}, 3e-3},
-      {"prompt tuning", "PROMPT_TUNING", J{{"num_virtual_tokens", 8}}, 3e-2},
+      // Prefixes in the encoder and in the decoder's self- and cross-attention. Encoder-only soft prompts
+      // (PROMPT_TUNING) stay near 0% on what_color here: the frozen decoder never emitted a colour word in
+      // pretraining and the frozen tower and prompts alone do not teach it to.
+      {"prefix tuning", "VLPEFT_PREFIX_TUNING", J{{"num_virtual_tokens", 8}}, 1e-2},
       {"routed LoRA", "VLPEFT_ROUTED_LORA", J{{"r", 8}, {"lora_alpha", 16}, {"target_modules", {"q", "v"}}, {"visual_pool", "mean"}}, 3e-3},
   };
   return m;
@@ -38,6 +41,10 @@ TrainConfig base_config(const DemoOptions& o) {
   c.train_examples = o.train_examples;
   c.eval_examples = o.eval_examples;
   c.batch_size = o.batch_size;
+  c.vision_tower = o.vision_tower;
+  c.vision_layers = o.vision_layers;
+  c.image_size = o.image_size;
+  c.patch = o.patch;
   c.progress = false;
   c.threads = o.threads;
   c.log_every = 10;

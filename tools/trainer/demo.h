@@ -1,6 +1,7 @@
-// The embedded demo (`vlpeft` with no arguments): pretrain a tiny VL encoder-decoder (linear patch
-// embedding of the synthetic images + tiny T5) on some synthetic tasks, then adapt it to held-out tasks
-// with full fine-tuning and each PEFT method, and print a table. Methods are rows of demo_methods(): adding
+// The embedded demo (`vlpeft` with no arguments): pretrain a tiny VL encoder-decoder (a two-layer ViT tower
+// over the synthetic images + tiny T5; the tower trains with the model) on some synthetic tasks, then adapt it
+// to held-out tasks with full fine-tuning (tower included) and each PEFT method (tower frozen, as VL-Adapter
+// freezes CLIP), and print a table. Methods are rows of demo_methods(): adding
 // one is one line. A method whose PEFT type is not built in is reported as unavailable, not fatal.
 #pragma once
 #include <map>
@@ -21,6 +22,10 @@ const std::vector<DemoMethod>& demo_methods();
 struct DemoOptions {
   int64_t pretrain_steps = 1000, adapt_steps = 300, train_examples = 1024, eval_examples = 200;
   int64_t d_model = 64, layers = 2, batch_size = 32;
+  // The vision side (TrainConfig keys of the same names): "vit" = a ViT tower over the pixels, trained in
+  // pretraining and full fine-tuning, frozen for the PEFT rows; "none" = linear patch features.
+  std::string vision_tower = "vit";
+  int64_t vision_layers = 2, image_size = 64, patch = 16;
   std::string pretrain_tasks = "count,color,shape", adapt_tasks = "what_color,color_shape";
   std::string out_dir = "vlpeft_demo";
   std::vector<std::string> only;  // method names to run (empty = all)

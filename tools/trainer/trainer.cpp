@@ -46,7 +46,8 @@ int64_t batches_of(const Session& s, size_t t) {
 // The micro-batch's inputs on the session's device (see batch_to_device; the CPU: unchanged).
 MicroBatch on_device(MicroBatch mb, Device device) {
   if (device.is_cpu()) return mb;
-  for (Tensor* t : {&mb.input_ids, &mb.attention_mask, &mb.weights, &mb.visual.feats, &mb.pooled, &mb.targets})
+  for (Tensor* t : {&mb.input_ids, &mb.attention_mask, &mb.weights, &mb.visual.feats, &mb.visual.pixels,
+                     &mb.pooled, &mb.targets})
     *t = moved_to(*t, device);
   return mb;
 }
@@ -97,14 +98,34 @@ MicroBatch next_micro_batch(Session& s) {
   mb.input_ids = b.input_ids;
   mb.attention_mask = b.attention_mask;
   mb.labels = b.labels;
-  mb.visual.feats = b.feats;
-  return on_device(mb, s.device);
+  mb.visual = batch_visual(b, s.device);
+  return mb;
+}
+
+VisualInput batch_visual(const VLBatch& b, Device device) {
+  VisualInput v;
+  v.feats = moved_to(b.feats, device);
+  v.pixels = moved_to(b.pixels, device);
+  return v;
+}
+
+ViTConfig vision_config(const TrainConfig& c) {
+  ViTConfig v;
+  v.hidden_size = c.vision_hidden > 0 ? c.vision_hidden : c.d_model;
+  v.num_hidden_layers = c.vision_layers;
+  v.num_attention_heads = c.heads;
+  v.intermediate_size = 4 * v.hidden_size;
+  v.image_size = v.image_height = v.image_width = c.image_size;
+  v.patch_size = c.patch;
+  v.hidden_dropout_prob = v.attention_probs_dropout_prob = c.dropout;
+  return v;
 }
 
 VLSeq2SeqConfig model_config(const TrainConfig& c) {
   VLSeq2SeqConfig m;
   m.backbone = c.backbone;
   m.feat_dim = c.patch * c.patch * 3;
+  if (c.vision_tower == "vit") m.vision = vision_config(c);
   const int64_t V = vl_vocab().size();
   m.t5.vocab_size = V;
   m.t5.d_model = c.d_model;
@@ -156,11 +177,12 @@ std::unique_ptr<Session> make_session(const TrainConfig& cfg) {
       s->cfg.steps = (mb + cfg.grad_accum - 1) / cfg.grad_accum;
     }
   } else {
+    const bool pixels = cfg.vision_tower == "vit";
     for (const std::string& t : s->tasks) {
       s->train_data.push_back(make_split(t, "train", cfg.train_examples, cfg.data_seed, cfg.image_size, cfg.patch,
-                                         cfg.task_prefix));
+                                         cfg.task_prefix, pixels));
       s->eval_data.push_back(make_split(t, "eval", cfg.eval_examples, cfg.data_seed, cfg.image_size, cfg.patch,
-                                        cfg.task_prefix));
+                                        cfg.task_prefix, pixels));
     }
     const int64_t g = cfg.image_size / cfg.patch;
     s->n_patches = g * g;
@@ -261,8 +283,7 @@ std::map<std::string, double> evaluate(Session& s, int64_t max_examples, bool wr
       std::vector<const VLExample*> ex;
       for (int64_t k = i; k < std::min<int64_t>(n, i + 64); ++k) ex.push_back(&data[size_t(k)]);
       VLBatch b = collate(s.tasks[t], int(t), ex, s.n_patches, s.patch_dim);
-      VisualInput vi;
-      vi.feats = moved_to(b.feats, s.device);
+      const VisualInput vi = batch_visual(b, s.device);
       ForwardContext ctx;
       ctx.task = int(t);
       GenerationOutput g = s.model->generate(moved_to(b.input_ids, s.device), moved_to(b.attention_mask, s.device), vi,
@@ -349,7 +370,8 @@ RunSummary train(Session& s) {
                 "); lower lr (", c.lr, ") or check the data; the last good checkpoint is ", last);
       loss_sum += lv;
       backward(mul(loss, 1.0 / double(c.grad_accum)));
-      const int64_t enc_t = b.input_ids.size(1) + (s.model ? b.visual.feats.size(1) : 1), dec_t = b.labels.size(1);
+      const int64_t n_visual = !s.model ? 1 : b.visual.feats.defined() ? b.visual.feats.size(1) : s.n_patches;
+      const int64_t enc_t = b.input_ids.size(1) + n_visual, dec_t = b.labels.size(1);
       const int64_t B = b.input_ids.size(0);
       tokens += B * (enc_t + dec_t);
       samples += B;

@@ -34,6 +34,10 @@
 namespace vlp::trainer {
 
 VLSeq2SeqConfig model_config(const TrainConfig& c);
+// The ViT tower of vision_tower vit: patch `patch`, image_size, `heads` heads, MLP 4 x width.
+ViTConfig vision_config(const TrainConfig& c);
+// A synthetic batch's visual input on `device`: its features, or its pixels for a model with a vision tower.
+VisualInput batch_visual(const VLBatch& b, Device device);
 
 struct Session {
   TrainConfig cfg;

@@ -2,6 +2,7 @@
 #include "tools/trainer/vl_tasks.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 
 #include "data/synthetic.h"
@@ -104,7 +105,7 @@ const std::vector<std::string>& known_tasks() {
 }
 
 VLExample make_example(const std::string& task, const std::string& split, int64_t index, uint64_t seed,
-                       int64_t image_size, int64_t patch, bool task_prefix) {
+                       int64_t image_size, int64_t patch, bool task_prefix, bool pixels) {
   VLP_CHECK(std::find(known_tasks().begin(), known_tasks().end(), task) != known_tasks().end(), "unknown task '",
             task, "' (known: count, color, shape, what_color, color_shape)");
   Stream r{seed * 1000003ull ^ hash_str(task) ^ (hash_str(split) << 1) ^ (uint64_t(index) * 0x9E3779B97F4A7C15ull)};
@@ -165,6 +166,10 @@ VLExample make_example(const std::string& task, const std::string& split, int64_
   ex.answer = tokens(answer);
   ex.answer_text = answer;
   const std::vector<uint8_t> rgb = data::render_scene(sc);
+  if (pixels) {
+    ex.image = rgb;
+    return ex;
+  }
   const int64_t g = image_size / patch;
   ex.feats.reserve(size_t(g * g * patch * patch * 3));
   for (int64_t py = 0; py < g; ++py)
@@ -177,10 +182,11 @@ VLExample make_example(const std::string& task, const std::string& split, int64_
 }
 
 std::vector<VLExample> make_split(const std::string& task, const std::string& split, int64_t n, uint64_t seed,
-                                  int64_t image_size, int64_t patch, bool task_prefix) {
+                                  int64_t image_size, int64_t patch, bool task_prefix, bool pixels) {
   std::vector<VLExample> out;
   out.reserve(size_t(n));
-  for (int64_t i = 0; i < n; ++i) out.push_back(make_example(task, split, i, seed, image_size, patch, task_prefix));
+  for (int64_t i = 0; i < n; ++i)
+    out.push_back(make_example(task, split, i, seed, image_size, patch, task_prefix, pixels));
   return out;
 }
 
@@ -196,8 +202,12 @@ VLBatch collate(const std::string& task, int task_index, const std::vector<const
     L = std::max(L, e->answer.size());
   }
   std::vector<int64_t> ids(size_t(B) * T, kPad), mask(size_t(B) * T, 0), labels(size_t(B) * L, -100);
+  const bool pixels = B > 0 && !examples[0]->image.empty();
+  const int64_t per_example = pixels ? int64_t(examples[0]->image.size()) : n_patches * patch_dim;
+  const int64_t side = int64_t(std::lround(std::sqrt(double(per_example / 3))));
+  VLP_CHECK(!pixels || 3 * side * side == per_example, "collate: ", per_example, " bytes are not a square RGB image");
   std::vector<float> feats;
-  feats.reserve(size_t(B * n_patches * patch_dim));
+  feats.reserve(size_t(B * per_example));
   for (int64_t i = 0; i < B; ++i) {
     const VLExample& e = *examples[size_t(i)];
     for (size_t t = 0; t < e.question.size(); ++t) {
@@ -205,14 +215,30 @@ VLBatch collate(const std::string& task, int task_index, const std::vector<const
       mask[size_t(i) * T + t] = 1;
     }
     for (size_t t = 0; t < e.answer.size(); ++t) labels[size_t(i) * L + t] = e.answer[t];
-    VLP_CHECK(int64_t(e.feats.size()) == n_patches * patch_dim, "collate: feature size mismatch");
-    feats.insert(feats.end(), e.feats.begin(), e.feats.end());
+    const size_t got = pixels ? e.image.size() : e.feats.size();
+    VLP_CHECK(int64_t(got) == per_example && e.image.empty() != pixels, "collate: example ", i, " holds ", got,
+              e.image.empty() ? " feature values" : " image bytes", ", expected ", per_example,
+              pixels ? " image bytes" : " feature values");
+    if (pixels) {  // [H, W, 3] bytes -> [3, H, W], normalised
+      const size_t at = feats.size();
+      feats.resize(at + size_t(per_example));
+      for (int64_t y = 0; y < side; ++y)
+        for (int64_t x = 0; x < side; ++x)
+          for (int64_t c = 0; c < 3; ++c)
+            feats[at + size_t((c * side + y) * side + x)] = vit_pixel(e.image[size_t((y * side + x) * 3 + c)]);
+    } else {
+      feats.insert(feats.end(), e.feats.begin(), e.feats.end());
+    }
     b.answers.push_back(e.answer_text);
   }
   b.input_ids = from_data<int64_t>(ids, {B, int64_t(T)});
   b.attention_mask = from_data<int64_t>(mask, {B, int64_t(T)});
   b.labels = from_data<int64_t>(labels, {B, int64_t(L)});
-  b.feats = from_data<float>(feats, {B, n_patches, patch_dim});
+  if (pixels) {
+    b.pixels = from_data<float>(feats, {B, 3, side, side});
+  } else {
+    b.feats = from_data<float>(feats, {B, n_patches, patch_dim});
+  }
   return b;
 }
 
