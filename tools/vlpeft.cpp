@@ -62,7 +62,7 @@ const std::vector<Command>& commands() {
        "Pretrains a tiny VL encoder-decoder (a ViT vision tower and a T5) on synthetic tasks, adapts it to\n"
        "held-out tasks with full fine-tuning and each PEFT method (the tower frozen), and prints a table.",
        {{"pretrain-steps", "N", "pretraining steps (default 1000)"},
-        {"adapt-steps", "N", "adaptation steps per method (default 300)"},
+        {"adapt-steps", "N", "adaptation steps per method (default 500)"},
         {"out", "DIR", "where checkpoints go (default vlpeft_demo)"},
         {"vision-tower", "vit|none", "a ViT tower over the pixels (default) or linear patch features"},
         {"only", "METHOD,...", "run only these methods (names as in the table)"},

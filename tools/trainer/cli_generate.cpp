@@ -120,8 +120,8 @@ std::string choose_task(const Session& s, const std::string& question, const std
   const auto colors = {"red", "green", "blue", "yellow"};
   const auto shapes = {"circle", "square", "triangle"};
   std::string guess;
-  if (at(0) == "how" && at(1) == "many") guess = "count";
-  else if (at(0) == "what" && at(1) == "color") guess = "what_color";
+  if (at(0) == "how" && at(1) == "many") guess = one_of(at(2), colors) ? "count_color" : "count";
+  else if (at(0) == "what" && at(1) == "color") guess = at(4) == "object" ? "object_color" : "what_color";
   else if (at(0) == "is" && at(1) == "there" && at(2) == "a") {
     if (one_of(at(3), colors) && one_of(at(4), shapes)) guess = "color_shape";
     else if (one_of(at(3), colors)) guess = "color";

@@ -33,7 +33,8 @@ std::vector<int64_t> question_tokens(const std::string& question, const std::str
                                      std::vector<std::string>* unknown = nullptr);
 
 // The task a question belongs to among the session's tasks: named by --task, or by a leading "task:" word,
-// or by the synthetic tasks' question templates ("how many" -> count, "what color is the" -> what_color,
+// or by the synthetic tasks' question templates ("how many <color>" -> count_color, "how many" -> count,
+// "what color is the object" -> object_color, "what color is the" -> what_color,
 // "is there a <color> <shape>" -> color_shape, "is there a <color> object" -> color, "is there a <shape>" ->
 // shape); else the session's first task. Without a question, a captioning task ("caption") when the session
 // has one; else an error saying a question is needed.

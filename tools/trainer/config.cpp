@@ -110,8 +110,8 @@ const std::vector<std::pair<std::string, std::string>>& config_key_docs() {
                        "tokens, CLS dropped, feed the visual embedding)"},
       {"vision_layers, vision_hidden", "the ViT tower's layers and width (0 = d_model); heads from heads, MLP "
                                        "4 x vision_hidden"},
-      {"tasks", "comma list: synthetic in-memory tasks (count, color, shape, what_color, color_shape) or the "
-                "file-backed vqa, gqa, nlvr2, caption"},
+      {"tasks", "comma list: synthetic in-memory tasks (count, color, shape, object_color, what_color, "
+                "color_shape, count_color) or the file-backed vqa, gqa, nlvr2, caption"},
       {"train_examples, eval_examples", "synthetic tasks only: examples per task"},
       {"data_seed", "synthetic tasks: their seed; file tasks: the loader's shuffling / sampling seed when non-zero "
                     "(else seed)"},

@@ -2,6 +2,7 @@
 #include "tools/trainer/demo.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -21,9 +22,10 @@ const std::vector<DemoMethod>& demo_methods() {
       {"LoRA", "LORA", J{{"r", 8}, {"lora_alpha", 16}, {"target_modules", {"q", "v"}}}, 3e-3},
       {"single adapter", "VLPEFT_ADAPTER", J{{"reduction_factor", 4}}, 3e-3},
       {"Compacter", "VLPEFT_COMPACTER", J{{"reduction_factor", 4}}, 3e-3},
-      // Prefixes in the encoder and in the decoder's self- and cross-attention. Encoder-only soft prompts
-      // (PROMPT_TUNING) stay near 0% on what_color here: the frozen decoder never emitted a colour word in
-      // pretraining and the frozen tower and prompts alone do not teach it to.
+      // Encoder soft prompts (the answers' colour words come from pretraining's object_color task: a frozen
+      // decoder that never emitted them could not learn them from prompts), and prefixes in the encoder and
+      // the decoder's self- and cross-attention.
+      {"prompt tuning", "PROMPT_TUNING", J{{"num_virtual_tokens", 8}}, 3e-2},
       {"prefix tuning", "VLPEFT_PREFIX_TUNING", J{{"num_virtual_tokens", 8}}, 1e-2},
       {"routed LoRA", "VLPEFT_ROUTED_LORA", J{{"r", 8}, {"lora_alpha", 16}, {"target_modules", {"q", "v"}}, {"visual_pool", "mean"}}, 3e-3},
   };
@@ -126,8 +128,13 @@ std::string format_demo_table(const DemoResult& r, const DemoOptions& o) {
     std::snprintf(buf, sizeof buf, "%s %.1f%%  ", k.c_str(), 100 * v);
     out << buf;
   }
-  out << "(chance: count 33%, color / shape 50%)\n";
-  out << "Adapting to held-out {" << o.adapt_tasks << "} (chance: what_color 25%, color_shape 50%), exact-match accuracy";
+  auto chances = [](const std::string& tasks) {
+    std::string s = "(chance:";
+    for (const std::string& t : split_list(tasks)) s += " " + t + " " + std::to_string(int(std::lround(100 * task_chance(t)))) + "%";
+    return s + ")";
+  };
+  out << chances(o.pretrain_tasks) << "\n";
+  out << "Adapting to held-out {" << o.adapt_tasks << "} " << chances(o.adapt_tasks) << ", exact-match accuracy";
   const Device device = parse_device(o.device);
   out << ", device " << to_string(device) << (device.is_cuda() ? " (autocast bf16)" : "") << ":\n";
   const auto tasks = split_list(o.adapt_tasks);

@@ -20,13 +20,13 @@ struct DemoMethod {
 const std::vector<DemoMethod>& demo_methods();
 
 struct DemoOptions {
-  int64_t pretrain_steps = 1000, adapt_steps = 300, train_examples = 1024, eval_examples = 200;
+  int64_t pretrain_steps = 1000, adapt_steps = 500, train_examples = 1024, eval_examples = 200;
   int64_t d_model = 64, layers = 2, batch_size = 32;
   // The vision side (TrainConfig keys of the same names): "vit" = a ViT tower over the pixels, trained in
   // pretraining and full fine-tuning, frozen for the PEFT rows; "none" = linear patch features.
   std::string vision_tower = "vit";
   int64_t vision_layers = 2, image_size = 64, patch = 16;
-  std::string pretrain_tasks = "count,color,shape", adapt_tasks = "what_color,color_shape";
+  std::string pretrain_tasks = "count,color,shape,object_color", adapt_tasks = "what_color,count_color";
   std::string out_dir = "vlpeft_demo";
   std::vector<std::string> only;  // method names to run (empty = all)
   bool progress = true;

@@ -99,7 +99,7 @@ MicroBatch next_micro_batch(Session& s) {
   mb.attention_mask = b.attention_mask;
   mb.labels = b.labels;
   mb.visual = batch_visual(b, s.device);
-  return mb;
+  return on_device(mb, s.device);
 }
 
 VisualInput batch_visual(const VLBatch& b, Device device) {

@@ -79,7 +79,8 @@ std::vector<int64_t> tokens(const std::string& text) {
 const Vocab& vl_vocab() {
   static const Vocab v{{"<s>", "<pad>", "</s>", "<unk>", "count:", "color:", "shape:", "what_color:", "color_shape:", "how", "many",
                         "objects", "is", "there", "a", "object", "what", "color", "the", "?", "yes", "no", "one",
-                        "two", "three", "red", "green", "blue", "yellow", "circle", "square", "triangle"}};
+                        "two", "three", "red", "green", "blue", "yellow", "circle", "square", "triangle", "object_color:",
+                        "count_color:"}};
   return v;
 }
 
@@ -100,14 +101,20 @@ std::string Vocab::decode(const std::vector<int64_t>& ids) const {
 }
 
 const std::vector<std::string>& known_tasks() {
-  static const std::vector<std::string> t = {"count", "color", "shape", "what_color", "color_shape"};
+  static const std::vector<std::string> t = {"count", "color", "shape", "object_color", "what_color", "color_shape", "count_color"};
   return t;
+}
+
+double task_chance(const std::string& task) {
+  if (task == "count") return 1.0 / 3;
+  if (task == "object_color" || task == "what_color") return 0.25;
+  return 0.5;  // color, shape, color_shape (yes / no), count_color (one / two)
 }
 
 VLExample make_example(const std::string& task, const std::string& split, int64_t index, uint64_t seed,
                        int64_t image_size, int64_t patch, bool task_prefix, bool pixels) {
   VLP_CHECK(std::find(known_tasks().begin(), known_tasks().end(), task) != known_tasks().end(), "unknown task '",
-            task, "' (known: count, color, shape, what_color, color_shape)");
+            task, "' (known: count, color, shape, object_color, what_color, color_shape, count_color)");
   Stream r{seed * 1000003ull ^ hash_str(task) ^ (hash_str(split) << 1) ^ (uint64_t(index) * 0x9E3779B97F4A7C15ull)};
   r.next();
   const int size = int(image_size);
@@ -151,6 +158,18 @@ VLExample make_example(const std::string& task, const std::string& split, int64_
     }
     question = std::string("is there a ") + kColors[color] + " " + kShapes[shape] + " ?";
     answer = yes ? "yes" : "no";
+  } else if (task == "object_color") {  // one object: its colour (colour words as answers, no binding)
+    sc = random_scene(r, size, 1);
+    question = "what color is the object ?";
+    answer = kColors[int(sc.objects[0].color)];
+  } else if (task == "count_color") {  // k of the n objects have the colour, 1 <= k < n (the total is wrong)
+    const int k = 1 + r.below(2), n = k + 1 + r.below(3 - k);
+    sc = random_scene(r, size, n);
+    const int color = r.below(4);
+    for (int i = 0; i < n; ++i)
+      sc.objects[size_t(i)].color = i < k ? SynthColor(color) : SynthColor((color + 1 + r.below(3)) % 4);
+    question = std::string("how many ") + kColors[color] + " objects ?";
+    answer = kNumbers[k - 1];
   } else {  // what_color: the asked shape occurs exactly once
     sc = random_scene(r, size, 1 + r.below(3));
     const int target = r.below(3);

@@ -4,8 +4,10 @@
 //   count       "how many objects ?"            -> one | two | three
 //   color       "is there a <color> object ?"   -> yes | no
 //   shape       "is there a <shape> ?"          -> yes | no
+//   object_color "what color is the object ?"   -> red | green | blue | yellow (one object in the scene)
 //   what_color  "what color is the <shape> ?"   -> red | green | blue | yellow (the shape occurs once)
 //   color_shape "is there a <color> <shape> ?"  -> yes | no (half the "no" scenes hold a near miss)
+//   count_color "how many <color> objects ?"    -> one | two (fewer than all objects: the total count is wrong)
 // Visual input, one of (chosen by the trainer's vision_tower key):
 //   features  the image cut into patch x patch squares, each flattened (values / 255 - 0.5) - the input of a
 //             linear patch embedding (the VL model's W_f), one visual token per patch (vision_tower none);
@@ -48,6 +50,8 @@ const Vocab& vl_vocab();
 constexpr int64_t kBos = 0, kPad = 1, kEos = 2;
 
 const std::vector<std::string>& known_tasks();
+// The accuracy of guessing a task's answer uniformly (1 / the number of possible answers).
+double task_chance(const std::string& task);
 // Example `index` of a task's split ("train" | "eval"), deterministic in (seed, task, split, index); with
 // `pixels` the image itself instead of its patch features (the scene is the same).
 VLExample make_example(const std::string& task, const std::string& split, int64_t index, uint64_t seed,
