@@ -56,16 +56,7 @@ std::unique_ptr<test::TinyModel> adapted_model(const Case& c, Device device, boo
   auto m = std::make_unique<test::TinyModel>(c.model);
   Module& model = m->module();
   if (attach_on_device) model.to_device(device);
-  if (c.fusion) {
-    J a = {{"peft_type", "VLPEFT_ADAPTER"}, {"reduction_factor", 4}, {"init_weights", "bert"}};
-    peft::add_adapter(model, peft::parse_peft_config(a), "a", 11);
-    peft::add_adapter(model, peft::parse_peft_config(a), "b", 12);
-  }
-  peft::add_adapter(model, peft::parse_peft_config(c.config, c.label), c.fusion ? "fusion" : "default", 5);
-  if (c.fusion) {
-    peft::set_active_adapters(model, {"fusion"});
-    peft::freeze_fusion_members(model);
-  }
+  test::attach_case(model, c);
   if (!attach_on_device) model.to_device(device);
   for (auto& [name, t] : m->batch) t = convert(t, t.dtype(), device);
   return m;

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/peft/fusion.h"
+#include "models/peft/peft.h"
 #include "models/peft/recipes.h"
 
 namespace vlp::test {
@@ -117,6 +119,22 @@ inline std::vector<Case> method_cases() {
       cs.push_back(c);
     }
   return cs;
+}
+
+// Attaches the case's method to `model` (fusion cases: two bert-init adapters "a", "b" and the fusion over
+// them, the members frozen), seeded as both tests expect.
+inline void attach_case(Module& model, const Case& c) {
+  using J = nlohmann::json;
+  if (c.fusion) {
+    J a = {{"peft_type", "VLPEFT_ADAPTER"}, {"reduction_factor", 4}, {"init_weights", "bert"}};
+    peft::add_adapter(model, peft::parse_peft_config(a), "a", 11);
+    peft::add_adapter(model, peft::parse_peft_config(a), "b", 12);
+  }
+  peft::add_adapter(model, peft::parse_peft_config(c.config, c.label), c.fusion ? "fusion" : "default", 5);
+  if (c.fusion) {
+    peft::set_active_adapters(model, {"fusion"});
+    peft::freeze_fusion_members(model);
+  }
 }
 
 }  // namespace vlp::test

@@ -49,16 +49,7 @@ TEST_P(ShortTraining, LowersTheLoss) {
   const Case& c = GetParam();
   test::TinyModel m(c.model);
   Module& model = m.module();
-  if (c.fusion) {
-    J a = {{"peft_type", "VLPEFT_ADAPTER"}, {"reduction_factor", 4}, {"init_weights", "bert"}};
-    peft::add_adapter(model, peft::parse_peft_config(a), "a", 11);
-    peft::add_adapter(model, peft::parse_peft_config(a), "b", 12);
-  }
-  peft::add_adapter(model, peft::parse_peft_config(c.config, c.label), c.fusion ? "fusion" : "default", 5);
-  if (c.fusion) {
-    peft::set_active_adapters(model, {"fusion"});
-    peft::freeze_fusion_members(model);
-  }
+  test::attach_case(model, c);
   std::vector<Tensor> params;
   int64_t trainable = 0;
   for (auto& [n, p] : model.named_parameters())
