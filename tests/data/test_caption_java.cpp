@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -205,4 +206,49 @@ TEST(CaptionJava, SpiceComputedOrExplained) {
   ASSERT_EQ(sc.spice_per_image.size(), 3u);
   EXPECT_GT(*sc.spice, 0.0);
   EXPECT_LE(*sc.spice, 1.0);
+}
+
+// A fake "java" standing in for spice-1.0.jar: checks the command line, keeps the input file and writes
+// an output in SPICE's format (one image's F as the string "NaN", which pycocoevalcap reads as NaN).
+TEST(CaptionJava, SpiceFileProtocol) {
+  fs::path d = temp_dir("spice");
+  fs::create_directories(d / "lib");
+  std::ofstream(d / "lib" / "stanford-corenlp-3.6.0.jar") << "fake";
+  std::ofstream(d / "lib" / "stanford-corenlp-3.6.0-models.jar") << "fake";
+  std::string jar = (d / "spice-1.0.jar").string();
+  std::ofstream(jar) << "fake";
+  const std::string args = (d / "args.txt").string(), kept = (d / "in_copy.json").string();
+  std::string java = write_script(
+      d / "java", "echo \"$@\" > '" + args + "'\ncp \"$4\" '" + kept + "'\n" +
+                      "printf '%s' '[{\"image_id\": 1, \"scores\": {\"All\": {\"f\": 0.5, \"pr\": 1}}},"
+                      " {\"image_id\": 0, \"scores\": {\"All\": {\"f\": 0.25}}}]' > \"$8\"\n");
+  std::vector<CaptionItem> items = {{"a cat", {"a cat on a mat"}}, {"two dogs", {"two dogs play", "dogs"}}};
+  const std::string cache = (d / "cache").string();
+  JavaMetricResult r = spice_score(items, java, jar, cache);
+  ASSERT_EQ(r.per_image.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.per_image[0], 0.25);
+  EXPECT_DOUBLE_EQ(r.per_image[1], 0.5);
+  EXPECT_DOUBLE_EQ(r.corpus, 0.375);
+  EXPECT_TRUE(fs::is_directory(cache));
+  std::ifstream a(args);
+  std::string argline;
+  std::getline(a, argline);
+  EXPECT_EQ(argline.rfind("-Xmx8G -jar " + fs::absolute(jar).string() + " ", 0), 0u) << argline;
+  EXPECT_NE(argline.find(" -cache " + fs::absolute(cache).string() + " -out "), std::string::npos) << argline;
+  EXPECT_NE(argline.find(" -subset -silent"), std::string::npos) << argline;
+  std::ifstream k(kept);
+  std::string in((std::istreambuf_iterator<char>(k)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(in, R"([{"image_id":0,"refs":["a cat on a mat"],"test":"a cat"},)"
+                R"({"image_id":1,"refs":["two dogs play","dogs"],"test":"two dogs"}])");
+  // A non-numeric F counts as NaN (pycocoevalcap's float_convert); a missing image is an error naming the jar.
+  write_script(d / "java", "printf '[{\"image_id\": 0, \"scores\": {\"All\": {\"f\": \"NaN\"}}}]' > \"$8\"\n");
+  JavaMetricResult one = spice_score({items[0]}, java, jar, cache);
+  EXPECT_TRUE(std::isnan(one.corpus));
+  try {
+    spice_score(items, java, jar, cache);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(jar), std::string::npos) << e.what();
+  }
+  fs::remove_all(d);
 }
