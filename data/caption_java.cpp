@@ -41,7 +41,14 @@ using detail::json;
 constexpr int kMeteorLineTimeoutS = 600;
 constexpr int kSpiceTimeoutS = 4 * 3600;
 
-bool is_executable(const std::string& path) { return !path.empty() && ::access(path.c_str(), X_OK) == 0 && !fs::is_directory(path); }
+bool is_executable(const std::string& path) {
+  std::error_code ec;
+  return !path.empty() && ::access(path.c_str(), X_OK) == 0 && !fs::is_directory(path, ec);
+}
+bool is_file(const std::string& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
 
 std::string find_on_path(const std::string& name) {
   const char* path = std::getenv("PATH");
@@ -102,7 +109,7 @@ struct JavaChild {
             const std::vector<std::string>& args, const std::string& stderr_path)
       : jar(jar_path), err_path(stderr_path) {
     VLP_CHECK(is_executable(java), "caption metrics: java executable '", java, "' not found or not executable");
-    VLP_CHECK(fs::is_regular_file(jar_path), "caption metrics: jar '", jar_path, "' not found");
+    VLP_CHECK(is_file(jar_path), "caption metrics: jar '", jar_path, "' not found");
     const std::string abs_jar = fs::absolute(jar_path).string();
     const std::string work_dir = fs::path(abs_jar).parent_path().string();
     std::vector<std::string> argv_s{java};
@@ -314,7 +321,7 @@ JavaMetricResult spice_score(const std::vector<CaptionItem>& items, const std::s
   // The jar's manifest loads CoreNLP from lib/ beside it; without it the jar dies on its first class.
   for (const char* name : {"stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"}) {
     fs::path dep = fs::absolute(jar).parent_path() / "lib" / name;
-    VLP_CHECK(!fs::is_regular_file(jar) || fs::is_regular_file(dep), "SPICE: ", jar,
+    VLP_CHECK(!is_file(jar) || is_file(dep.string()), "SPICE: ", jar,
               " needs Stanford CoreNLP 3.6.0 beside it, but ", dep.string(),
               " is missing (pycocoevalcap's spice/get_stanford_models.py downloads it)");
   }
@@ -339,7 +346,7 @@ JavaMetricResult spice_score(const std::vector<CaptionItem>& items, const std::s
                   tmp.path + "/stderr.txt");
   int status = child.finish(kSpiceTimeoutS);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) child.fail("SPICE failed");
-  if (!fs::is_regular_file(out_path)) child.fail("SPICE wrote no " + out_path);
+  if (!is_file(out_path)) child.fail("SPICE wrote no " + out_path);
   json out;
   try {
     out = detail::read_json_file(out_path, "SPICE output");
@@ -379,7 +386,7 @@ void add_java_caption_metrics(CaptionScores& scores, const std::vector<CaptionIt
       reason = java.missing_java.empty() ? "java not found" : java.missing_java;
       return;
     }
-    if (!fs::is_regular_file(jar)) {
+    if (!is_file(jar)) {
       reason = std::string(metric) + " jar '" + jar + "' (" + env_name + ") not found";
       return;
     }

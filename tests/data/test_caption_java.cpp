@@ -2,12 +2,14 @@
 // errors naming the jar when the child fails, the exact METEOR stdio protocol (checked against a fake
 // "java" script), and, when VLP_METEOR_JAR points at the real meteor-1.5.jar, the official numbers.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -186,6 +188,35 @@ TEST(CaptionJava, MeteorMatchesTheOfficialWrapper) {
   EXPECT_NEAR(sc.meteor_per_image[0], 0.8113191416602548, 1e-12);
   EXPECT_NEAR(sc.meteor_per_image[1], 0.8666666666666667, 1e-12);
   EXPECT_NEAR(sc.meteor_per_image[2], 0.28903166214870585, 1e-12);
+}
+
+// The 20-image caption fixture of test_metrics_captions (tokenised by the Java PTB tokenizer), three
+// systems. Expected: pycocoevalcap 1.2 Meteor().compute_score per system (corpus, first and last image).
+TEST(CaptionJava, MeteorMatchesTheOfficialWrapperOnTheCaptionFixture) {
+  JavaMetricsConfig cfg = java_metrics_from_env();
+  if (cfg.meteor_jar.empty()) GTEST_SKIP() << "VLP_METEOR_JAR not set (path to meteor-1.5.jar)";
+  if (cfg.java.empty()) GTEST_SKIP() << cfg.missing_java;
+  std::ifstream in(std::string(VLP_SOURCE_DIR) + "/tests/fixtures/data/metrics/captions.json");
+  ASSERT_TRUE(in.good());
+  nlohmann::json fx = nlohmann::json::parse(in);
+  const std::map<std::string, std::vector<double>> expected = {
+      {"good", {0.4343610418865213, 0.4497196124097984, 0.24514367560391045}},
+      {"generic", {0.1544709848922551, 0.14491838213584138, 0.15285429184714416}},
+      {"edge", {0.26416387508746497, 0.0, 1.0}}};
+  const auto& refs = fx["references_tokenized"];
+  for (const auto& sys : fx["systems"]) {
+    const std::string name = sys["name"];
+    ASSERT_TRUE(expected.count(name)) << name;
+    std::vector<CaptionItem> items;
+    for (size_t i = 0; i < refs.size(); ++i)
+      items.push_back({sys["candidates_tokenized"][i].get<std::string>(), refs[i].get<std::vector<std::string>>()});
+    JavaMetricResult r = meteor_score(items, cfg.java, cfg.meteor_jar);
+    const auto& e = expected.at(name);
+    EXPECT_NEAR(r.corpus, e[0], 1e-12) << name;
+    ASSERT_EQ(r.per_image.size(), refs.size());
+    EXPECT_NEAR(r.per_image.front(), e[1], 1e-12) << name;
+    EXPECT_NEAR(r.per_image.back(), e[2], 1e-12) << name;
+  }
 }
 
 // SPICE needs Stanford CoreNLP 3.6.0 in lib/ beside the jar; without it the jar fails and SPICE is
