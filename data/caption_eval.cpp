@@ -208,7 +208,7 @@ std::vector<double> cider_d_per_image(const std::vector<CaptionItem>& items) {
   return scores;
 }
 
-CaptionScores caption_scores(const std::vector<CaptionItem>& items) {
+CaptionScores caption_scores(const std::vector<CaptionItem>& items, const JavaMetricsConfig& java) {
   CaptionScores s;
   s.bleu = bleu_scores(items, 4);
   double rouge_sum = 0;
@@ -221,10 +221,11 @@ CaptionScores caption_scores(const std::vector<CaptionItem>& items) {
   double cider_sum = 0;
   for (double x : s.cider_d_per_image) cider_sum += x;
   s.cider_d = cider_sum / double(items.size());
+  add_java_caption_metrics(s, items, java);
   return s;
 }
 
-CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items) {
+CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items, const JavaMetricsConfig& java) {
   std::vector<CaptionItem> items;
   items.reserve(raw_items.size());
   for (const auto& raw : raw_items) {
@@ -233,7 +234,7 @@ CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items) {
     for (const auto& r : raw.references) t.references.push_back(ptb_tokenize(r));
     items.push_back(std::move(t));
   }
-  return caption_scores(items);
+  return caption_scores(items, java);
 }
 
 std::vector<CaptionItem> coco_caption_items(const std::vector<CocoImage>& images,
@@ -251,8 +252,9 @@ std::vector<CaptionItem> coco_caption_items(const std::vector<CocoImage>& images
 }
 
 CaptionScores coco_caption_scores(const std::vector<CocoImage>& images,
-                                  const std::unordered_map<std::string, std::string>& predictions) {
-  return caption_scores_raw(coco_caption_items(images, predictions));
+                                  const std::unordered_map<std::string, std::string>& predictions,
+                                  const JavaMetricsConfig& java) {
+  return caption_scores_raw(coco_caption_items(images, predictions), java);
 }
 
 }  // namespace vlp::data

@@ -1,6 +1,7 @@
 // Evaluation metrics of data.md section 6: official VQA accuracy (legacy and official variants), the
 // soft VQA score, GQA accuracy, NLVR2 accuracy and consistency, and the caption metrics BLEU-1..4,
-// ROUGE-L and CIDEr-D exactly as pycocoevalcap computes them (corpus level). Caption metrics take
+// ROUGE-L and CIDEr-D exactly as pycocoevalcap computes them (corpus level), plus METEOR and SPICE through
+// the official Java jars when they are configured (data/caption_java.cpp). Caption metrics take
 // captions already tokenised by ptb_tokenize (data/ptb_tokenize.h) or by the Java PTB tokenizer.
 //
 // Scores are returned as fractions in [0, 1] (CIDEr-D in [0, 10]); reports print them x100. Where the
@@ -8,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -97,17 +99,50 @@ double rouge_l(const std::string& candidate, const std::vector<std::string>& ref
 // CIDEr-D per image (idf over the references of exactly these images: score a whole split at once).
 std::vector<double> cider_d_per_image(const std::vector<CaptionItem>& items);
 
+// Where the official Java scorers of data.md 6.9 are (METEOR 1.5, SPICE 1.0). Empty paths mean "not
+// configured"; the metrics are then reported as not computed, never as 0.
+struct JavaMetricsConfig {
+  std::string java;         // java executable (absolute path); empty when none was found
+  std::string meteor_jar;   // meteor-1.5.jar (its data/ folder beside it, as pycocoevalcap ships it)
+  std::string spice_jar;    // spice-1.0.jar (needs lib/stanford-corenlp-3.6.0{,-models}.jar beside it)
+  std::string spice_cache;  // SPICE parse cache folder (empty: $TMPDIR/vlp_spice_cache)
+  std::string missing_java; // why java is empty ("java not found on PATH")
+};
+// From the environment: VLP_METEOR_JAR, VLP_SPICE_JAR, VLP_SPICE_CACHE, and VLP_JAVA (a java executable;
+// default: `java` searched on PATH).
+JavaMetricsConfig java_metrics_from_env();
+// No Java metrics at all (BLEU, ROUGE-L and CIDEr-D only).
+inline JavaMetricsConfig no_java_metrics() { return {}; }
+
+struct JavaMetricResult {
+  double corpus = 0;              // METEOR: the jar's corpus score (not the mean of per_image); SPICE: mean F
+  std::vector<double> per_image;
+};
+// Run the jars on already-tokenised items (data.md 6.9). Errors (java or jar missing, the child dying,
+// unparsable output, a time-out) throw vlp::Error naming the jar, with the tail of the child's stderr.
+JavaMetricResult meteor_score(const std::vector<CaptionItem>& items, const std::string& java, const std::string& jar);
+JavaMetricResult spice_score(const std::vector<CaptionItem>& items, const std::string& java, const std::string& jar,
+                             const std::string& cache_dir);
+
 struct CaptionScores {
   std::vector<double> bleu;            // BLEU-1..4
   double rouge_l = 0, cider_d = 0;     // corpus means
   std::vector<double> rouge_l_per_image, cider_d_per_image;
-  // METEOR and SPICE need Java jars and are not computed here (data.md 6.9): reported as absent.
+  // METEOR and SPICE come from the official jars (data.md 6.9) when configured and working; otherwise
+  // they are absent and *_not_computed says why (e.g. "VLP_METEOR_JAR not set", or the jar's error).
+  std::optional<double> meteor, spice;
+  std::vector<double> meteor_per_image, spice_per_image;
+  std::string meteor_not_computed, spice_not_computed;
 };
 // All caption metrics over already-tokenised captions. The items must be non-empty and every image
-// needs at least one reference.
-CaptionScores caption_scores(const std::vector<CaptionItem>& items);
+// needs at least one reference. METEOR / SPICE run only when `java` names the jars (by default from the
+// environment); a failing jar leaves them not computed with the reason, it does not throw.
+CaptionScores caption_scores(const std::vector<CaptionItem>& items, const JavaMetricsConfig& java = java_metrics_from_env());
 // Tokenises candidates and references with ptb_tokenize first (data.md 6.5), then scores.
-CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items);
+CaptionScores caption_scores_raw(const std::vector<CaptionItem>& raw_items,
+                                 const JavaMetricsConfig& java = java_metrics_from_env());
+// Fills meteor / spice of `scores` (or their not-computed reasons) for these tokenised items.
+void add_java_caption_metrics(CaptionScores& scores, const std::vector<CaptionItem>& items, const JavaMetricsConfig& java);
 
 // COCO captioning evaluation in one call: one item per image with all its reference captions and the
 // prediction for its image id (every image needs one), tokenised with ptb_tokenize, then scored.
@@ -115,7 +150,8 @@ struct CocoImage;
 std::vector<CaptionItem> coco_caption_items(const std::vector<CocoImage>& images,
                                             const std::unordered_map<std::string, std::string>& predictions);
 CaptionScores coco_caption_scores(const std::vector<CocoImage>& images,
-                                  const std::unordered_map<std::string, std::string>& predictions);
+                                  const std::unordered_map<std::string, std::string>& predictions,
+                                  const JavaMetricsConfig& java = java_metrics_from_env());
 
 // Python's round(x, 2) (correct rounding of the binary value, ties to even), for reports.
 double round2(double x);

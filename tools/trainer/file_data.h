@@ -122,7 +122,8 @@ Predictor seq2seq_predictor(const FileData& d, const TrainConfig& c, const VLSeq
 
 // Evaluates every task on a split: "vqa.accuracy" (official legacy; when human answers are known),
 // "vqa.soft_score", "gqa.accuracy", "nlvr2.accuracy", "nlvr2.consistency", "caption.cider_d",
-// "caption.bleu_4", "caption.rouge_l". Writes predictions to pred_dir (when non-empty). `primary` gets one
+// "caption.bleu_4", "caption.rouge_l", and "caption.meteor" / "caption.spice" when VLP_METEOR_JAR /
+// VLP_SPICE_JAR name working jars (data/metrics.h). Writes predictions to pred_dir (when non-empty). `primary` gets one
 // score per task (VQA accuracy or soft score, GQA / NLVR2 accuracy, CIDEr-D).
 std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, const Predictor& predict,
                                              const std::string& split, std::map<std::string, double>* primary,

@@ -1,8 +1,10 @@
 // File-backed batches and evaluation with each task's metric (see file_data.h). Predictions: VQA and GQA
 // greedy generation, captions beam search (caption_beams, max_target_length new tokens), NLVR2 the
 // comparison of the "true" / "false" logits at the first target position (spec/peft.md §2.13).
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include "autograd/graph.h"
 #include "autograd/ops.h"
@@ -214,6 +216,12 @@ std::map<std::string, double> evaluate_files(FileData& d, const TrainConfig& c, 
       out["caption.cider_d"] = main_score = sc.cider_d;
       out["caption.bleu_4"] = sc.bleu.size() >= 4 ? sc.bleu[3] : 0.0;
       out["caption.rouge_l"] = sc.rouge_l;
+      // METEOR / SPICE only when their jars are configured (data.md 6.9); a configured jar that fails is
+      // reported here and the metric is left out (never 0).
+      if (sc.meteor) out["caption.meteor"] = *sc.meteor;
+      else if (std::getenv("VLP_METEOR_JAR")) std::cerr << "caption.meteor not computed: " << sc.meteor_not_computed << "\n";
+      if (sc.spice) out["caption.spice"] = *sc.spice;
+      else if (std::getenv("VLP_SPICE_JAR")) std::cerr << "caption.spice not computed: " << sc.spice_not_computed << "\n";
     }
     if (primary) (*primary)[task] = main_score;
     if (!pred_dir.empty()) {
