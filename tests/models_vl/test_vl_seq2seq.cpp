@@ -95,7 +95,7 @@ void check_visual_formula(const std::string& backbone) {
   Tensor boxes = rand({B, N, 4}, &g);
   Tensor img = ids({0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1, 0}, B, N);
   Tensor obj = ids({0, 1, 2, 0, 1, 2, 5, 4, 3, 2, 1, 0}, B, N);
-  VisualInput vi{feats, boxes, img, obj, Tensor()};
+  VisualInput vi{feats, boxes, img, obj, Tensor(), 1, Tensor()};
   Tensor e = m.visual_embedding->forward(vi);
   ASSERT_EQ(e.shape(), (Shape{B, N, 16}));
   auto expected = direct_visual(m, values(feats), values(boxes), [&] {
@@ -162,15 +162,15 @@ TEST(VLSeq2Seq, T5VisualPairsGetNoRelativeBias) {
   Tensor feats = randn({1, N, 6}, &g);
   Tensor obj = ids({0, 1, 2, 3, 4}, 1, N);
   Tensor text = ids({5, 6, 7}, 1, 3);
-  EncoderOutput a = m.encode(text, Tensor(), VisualInput{feats, Tensor(), Tensor(), obj, Tensor()});
+  EncoderOutput a = m.encode(text, Tensor(), VisualInput{feats, Tensor(), Tensor(), obj, Tensor(), 1, Tensor()});
   const std::vector<int64_t> perm = {3, 0, 4, 2, 1};
   Tensor pidx = from_data<int64_t>(perm, {N});
   EncoderOutput b = m.encode(text, Tensor(), VisualInput{index_select(feats, 1, pidx), Tensor(), Tensor(),
-                                                         index_select(obj, 1, pidx), Tensor()});
+                                                         index_select(obj, 1, pidx), Tensor(), 1, Tensor()});
   EXPECT_TRUE(all_close(narrow(a.hidden, 1, 0, 3), narrow(b.hidden, 1, 0, 3), 1e-5, 1e-5));
   EXPECT_TRUE(all_close(index_select(narrow(a.hidden, 1, 3, N), 1, pidx), narrow(b.hidden, 1, 3, N), 1e-5, 1e-5));
   // Control: the text tokens do see relative positions (swapping two text tokens is not equivariant).
-  EncoderOutput c = m.encode(ids({6, 5, 7}, 1, 3), Tensor(), VisualInput{feats, Tensor(), Tensor(), obj, Tensor()});
+  EncoderOutput c = m.encode(ids({6, 5, 7}, 1, 3), Tensor(), VisualInput{feats, Tensor(), Tensor(), obj, Tensor(), 1, Tensor()});
   EXPECT_FALSE(all_close(select(a.hidden, 1, 2), select(c.hidden, 1, 2), 1e-4, 1e-4));
 }
 
