@@ -225,15 +225,7 @@ TEST(VLSeq2Seq, VisualGradientMatchesFiniteDifferences) {
       ASSERT_TRUE(p->grad().defined()) << bb;
       auto grad = values(p->grad());
       for (int64_t idx : {int64_t(0), int64_t(7)}) {
-        float* w = p->data<float>() + idx;
-        const float orig = *w;
-        const double h = 1e-2;
-        *w = float(orig + h);
-        const double up = loss_of().item();
-        *w = float(orig - h);
-        const double down = loss_of().item();
-        *w = orig;
-        const double fd = (up - down) / (2 * h);
+        const double fd = test::central_difference(*p, idx, 1e-2, [&] { return loss_of().item(); });
         EXPECT_NEAR(grad[size_t(idx)], fd, 2e-3 + 0.05 * std::abs(fd)) << bb << " index " << idx;
       }
     }

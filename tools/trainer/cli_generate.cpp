@@ -55,37 +55,6 @@ TrainConfig checkpoint_config(const std::string& checkpoint, const std::vector<s
   return parse_config(j, checkpoint + " (config metadata)", overrides);
 }
 
-std::vector<float> image_patch_features(const Image& image, int64_t image_size, int64_t patch) {
-  VLP_CHECK(image_size > 0 && patch > 0 && image_size % patch == 0, "image_patch_features: image_size ", image_size,
-            " must be a positive multiple of patch ", patch);
-  const Image img = image.width == image_size && image.height == image_size
-                        ? image
-                        : resize(image, int(image_size), int(image_size), Resample::Bilinear);
-  const int64_t g = image_size / patch;
-  std::vector<float> feats;
-  feats.reserve(size_t(g * g * patch * patch * 3));
-  for (int64_t py = 0; py < g; ++py)
-    for (int64_t px = 0; px < g; ++px)
-      for (int64_t y = 0; y < patch; ++y)
-        for (int64_t x = 0; x < patch; ++x)
-          for (int c = 0; c < 3; ++c)
-            feats.push_back(float(img.at(int(px * patch + x), int(py * patch + y), c)) / 255.0f - 0.5f);
-  return feats;
-}
-
-std::vector<float> image_pixels(const Image& image, int64_t image_size) {
-  VLP_CHECK(image_size > 0, "image_pixels: image_size must be positive, got ", image_size);
-  const Image img = image.width == image_size && image.height == image_size
-                        ? image
-                        : resize(image, int(image_size), int(image_size), Resample::Bilinear);
-  std::vector<float> px(size_t(3 * image_size * image_size));
-  for (int c = 0; c < 3; ++c)
-    for (int64_t y = 0; y < image_size; ++y)
-      for (int64_t x = 0; x < image_size; ++x)
-        px[size_t((c * image_size + y) * image_size + x)] = vit_pixel(img.at(int(x), int(y), c));
-  return px;
-}
-
 std::vector<int64_t> question_tokens(const std::string& question, const std::string& task, bool task_prefix,
                                      std::vector<std::string>* unknown) {
   std::vector<std::string> words = words_of(question);

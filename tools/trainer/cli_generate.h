@@ -22,12 +22,6 @@ namespace vlp::trainer {
 // cleared: the checkpoint holds the weights.
 TrainConfig checkpoint_config(const std::string& checkpoint, const std::vector<std::string>& overrides = {});
 
-// [n_patches * patch_dim] features of an image as described above.
-std::vector<float> image_patch_features(const Image& image, int64_t image_size, int64_t patch);
-// [3, image_size, image_size] pixels of an image, resized as above, normalised as the synthetic tasks' pixels
-// (vl_tasks.h vit_pixel): the input of a checkpoint with a vision tower.
-std::vector<float> image_pixels(const Image& image, int64_t image_size);
-
 // Token ids of a question for a task (see above); words outside the vocabulary are appended to *unknown.
 std::vector<int64_t> question_tokens(const std::string& question, const std::string& task, bool task_prefix,
                                      std::vector<std::string>* unknown = nullptr);

@@ -11,6 +11,7 @@
 #include "data/bpe_tokenizer.h"
 #include "data/image.h"
 #include "runtime/error.h"
+#include "tools/trainer/vl_tasks.h"
 
 namespace vlp::trainer {
 namespace fs = std::filesystem;
@@ -292,15 +293,7 @@ std::vector<float> VisualSource::get(const std::string& id) {
   auto p = index.path_of.find(id);
   VLP_CHECK(p != index.path_of.end(), "images: no image file for id '", id, "' under '", root, "'");
   const Image img = resize(load_image(p->second), int(image_size), int(image_size), Resample::Bilinear);
-  const int64_t g = image_size / patch;
-  std::vector<float> f;
-  f.reserve(size_t(g * g * patch * patch * 3));
-  for (int64_t py = 0; py < g; ++py)
-    for (int64_t px = 0; px < g; ++px)
-      for (int64_t y = 0; y < patch; ++y)
-        for (int64_t x = 0; x < patch; ++x)
-          for (int ch = 0; ch < 3; ++ch)
-            f.push_back(float(img.at(int(px * patch + x), int(py * patch + y), ch)) / 255.0f - 0.5f);
+  std::vector<float> f = image_patch_features(img, image_size, patch);
   std::lock_guard<std::mutex> lock(mutex);
   cache[id] = f;
   return f;

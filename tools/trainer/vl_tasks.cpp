@@ -105,6 +105,37 @@ const std::vector<std::string>& known_tasks() {
   return t;
 }
 
+std::vector<float> image_patch_features(const Image& image, int64_t image_size, int64_t patch) {
+  VLP_CHECK(image_size > 0 && patch > 0 && image_size % patch == 0, "image_patch_features: image_size ", image_size,
+            " must be a positive multiple of patch ", patch);
+  const Image img = image.width == image_size && image.height == image_size
+                        ? image
+                        : resize(image, int(image_size), int(image_size), Resample::Bilinear);
+  const int64_t g = image_size / patch;
+  std::vector<float> feats;
+  feats.reserve(size_t(g * g * patch * patch * 3));
+  for (int64_t py = 0; py < g; ++py)
+    for (int64_t px = 0; px < g; ++px)
+      for (int64_t y = 0; y < patch; ++y)
+        for (int64_t x = 0; x < patch; ++x)
+          for (int c = 0; c < 3; ++c)
+            feats.push_back(float(img.at(int(px * patch + x), int(py * patch + y), c)) / 255.0f - 0.5f);
+  return feats;
+}
+
+std::vector<float> image_pixels(const Image& image, int64_t image_size) {
+  VLP_CHECK(image_size > 0, "image_pixels: image_size must be positive, got ", image_size);
+  const Image img = image.width == image_size && image.height == image_size
+                        ? image
+                        : resize(image, int(image_size), int(image_size), Resample::Bilinear);
+  std::vector<float> px(size_t(3 * image_size * image_size));
+  for (int c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < image_size; ++y)
+      for (int64_t x = 0; x < image_size; ++x)
+        px[size_t((c * image_size + y) * image_size + x)] = vit_pixel(img.at(int(x), int(y), c));
+  return px;
+}
+
 double task_chance(const std::string& task) {
   if (task == "count") return 1.0 / 3;
   if (task == "object_color" || task == "what_color") return 0.25;
@@ -189,14 +220,7 @@ VLExample make_example(const std::string& task, const std::string& split, int64_
     ex.image = rgb;
     return ex;
   }
-  const int64_t g = image_size / patch;
-  ex.feats.reserve(size_t(g * g * patch * patch * 3));
-  for (int64_t py = 0; py < g; ++py)
-    for (int64_t px = 0; px < g; ++px)
-      for (int64_t y = 0; y < patch; ++y)
-        for (int64_t x = 0; x < patch; ++x)
-          for (int c = 0; c < 3; ++c)
-            ex.feats.push_back(float(rgb[size_t(((py * patch + y) * image_size + px * patch + x) * 3 + c)]) / 255.0f - 0.5f);
+  ex.feats = image_patch_features(Image{size, size, rgb}, image_size, patch);
   return ex;
 }
 
@@ -239,12 +263,8 @@ VLBatch collate(const std::string& task, int task_index, const std::vector<const
               e.image.empty() ? " feature values" : " image bytes", ", expected ", per_example,
               pixels ? " image bytes" : " feature values");
     if (pixels) {  // [H, W, 3] bytes -> [3, H, W], normalised
-      const size_t at = feats.size();
-      feats.resize(at + size_t(per_example));
-      for (int64_t y = 0; y < side; ++y)
-        for (int64_t x = 0; x < side; ++x)
-          for (int64_t c = 0; c < 3; ++c)
-            feats[at + size_t((c * side + y) * side + x)] = vit_pixel(e.image[size_t((y * side + x) * 3 + c)]);
+      const std::vector<float> px = image_pixels(Image{int(side), int(side), e.image}, side);
+      feats.insert(feats.end(), px.begin(), px.end());
     } else {
       feats.insert(feats.end(), e.feats.begin(), e.feats.end());
     }

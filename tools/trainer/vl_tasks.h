@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+#include "data/image.h"
 #include "runtime/tensor.h"
 
 namespace vlp::trainer {
@@ -60,6 +61,11 @@ std::vector<VLExample> make_split(const std::string& task, const std::string& sp
                                   int64_t image_size, int64_t patch, bool task_prefix, bool pixels = false);
 // ViTImageProcessor's normalisation of an 8-bit value (mean 0.5, std 0.5): v / 127.5 - 1.
 inline float vit_pixel(uint8_t v) { return float(v) / 127.5f - 1.0f; }
+// The two visual inputs above for any image (resized to image_size x image_size first when it has another size:
+// bilinear, PIL's rules, aspect not kept), as the trainer, the file tasks and `vlpeft generate` feed them:
+// [n_patches * patch_dim] patch features, or [3, image_size, image_size] vit_pixel values.
+std::vector<float> image_patch_features(const Image& image, int64_t image_size, int64_t patch);
+std::vector<float> image_pixels(const Image& image, int64_t image_size);
 // Pixel examples fill VLBatch::pixels, feature examples VLBatch::feats (n_patches x patch_dim each).
 VLBatch collate(const std::string& task, int task_index, const std::vector<const VLExample*>& examples,
                 int64_t n_patches, int64_t patch_dim);
