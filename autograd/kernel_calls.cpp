@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "autograd/dispatch.h"
+#include "runtime/trace.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
@@ -45,9 +46,12 @@ cuda::EwDType cuda_dtype(const char* op, DType dt) {
   VLP_FAIL(op, ": CUDA kernels compute in F32 or BF16, got ", dt);
 }
 
-// Runs fn(stream) with the tensor's GPU current; CUDA errors become vlp::Error naming the op.
+// Runs fn(stream) with the tensor's GPU current; CUDA errors become vlp::Error naming the op. Every op's
+// device work passes here, forward and backward, so this one NVTX range names it on the timeline (inside a
+// layer's range, and inside the op-backward range the engine opens).
 template <class Fn>
 void on_gpu(const char* op, Device device, Fn&& fn) {
+  TraceRange range(op);
   try {
     int previous = cuda::current_device();
     cuda::set_device(device.index);
