@@ -7,6 +7,13 @@
 #
 #   tools/gpu-check.sh [build-dir]          (default build-gpu)
 #
+# Time: the whole run keeps within VLP_GPU_CHECK_BUDGET seconds (default 570: the device tool stops a
+# command at 600). Steps run most-informative first (build, every test, benchmarks, the demo, then the
+# slow sanitizer runs); each step's limit is cut to what is left, and a step with no time left is
+# reported NOT RUN (and the script fails), never silently dropped. VLP_GPU_CHECK_STEPS="memcheck
+# racecheck" runs only the named steps (configure and build always run; on a warm machine the build
+# directory is kept between calls, so a second call spends its time on those steps).
+#
 # Libraries: when .debs/ holds .deb files (tools/gpu-deps.sh fetches them on a machine with network),
 # they are unpacked with `dpkg -x` into /tmp/vlpeft-debs-root and CMake, pkg-config and the loader look there, for
 # GPU machines whose image lacks our Debian packages. Logs and results go to $OUT (when set, e.g. by the
@@ -21,12 +28,24 @@ JOBS=$(nproc)
 T_START=$(date +%s)
 STEPS=()
 
+BUDGET=${VLP_GPU_CHECK_BUDGET:-570}
+DEADLINE=$((T_START + BUDGET - 15))  # 15 s kept for the summary
+ONLY=${VLP_GPU_CHECK_STEPS:-}
+
 # step NAME TIMEOUT_S CMD...: runs CMD with its output in $RESULTS/NAME.log, records PASS/FAIL and seconds.
+# The timeout is cut to the time left; with under 20 s left the step is recorded NOT RUN.
 step() {
   local name=$1 limit=$2
   shift 2
+  if [[ -n $ONLY && $name != configure && $name != build && " $ONLY " != *" $name "* ]]; then return 0; fi
   local t0=$(date +%s) status
-  echo "== $name: $*"
+  local left=$((DEADLINE - t0))
+  if ((left < 20)); then
+    STEPS+=("$(printf '%-28s %-12s' "$name" 'NOT RUN')  (no time left in the ${BUDGET} s budget)")
+    return 1
+  fi
+  ((limit > left)) && limit=$left
+  echo "== $name (limit ${limit} s): $*"
   if timeout "$limit" "$@" >"$RESULTS/$name.log" 2>&1; then status=PASS; else status="FAIL(rc=$?)"; fi
   local dt=$(($(date +%s) - t0))
   STEPS+=("$(printf '%-28s %-12s %5ss' "$name" "$status" "$dt")")
@@ -73,21 +92,6 @@ if [[ $BUILD_OK == 1 ]]; then
   export OMP_NUM_THREADS=4
   step ctest_all_cuda_required 400 env VLP_REQUIRE_CUDA=1 ctest --test-dir "$BUILD" -j 8 --output-on-failure \
     --timeout 300
-  step test_cuda_plain_malloc 200 env VLP_REQUIRE_CUDA=1 VLP_CUDA_MALLOC=plain "$BUILD/tests/test_cuda"
-  # ---- the embedded demo end to end on the GPU (bf16 autocast), its table kept in the log ------------
-  step demo_cuda 240 "$BUILD/bin/vlpeft" --device cuda --out "$BUILD/demo_cuda"
-  # ---- compute-sanitizer ----------------------------------------------------------------------------
-  if command -v compute-sanitizer >/dev/null; then
-    # Plain cudaMalloc so that an access past a tensor's end leaves its allocation and is caught.
-    step memcheck 300 env VLP_REQUIRE_CUDA=1 VLP_CUDA_MALLOC=plain compute-sanitizer --tool memcheck \
-      --error-exitcode 1 --leak-check no "$BUILD/tests/test_cuda" \
-      --gtest_filter='-CudaAttention.EveryMaskBiasDropoutAndDtypeCombination'
-    step racecheck 300 env VLP_REQUIRE_CUDA=1 compute-sanitizer --tool racecheck --error-exitcode 1 \
-      "$BUILD/tests/test_cuda" \
-      --gtest_filter='CudaSoftmax.*:CudaLoss.*:CudaNorm.*:CudaReduce.*:CudaOptim.*:CudaAttention.CrossAttention*'
-  else
-    STEPS+=("$(printf '%-28s %-12s' compute-sanitizer 'NOT FOUND')")
-  fi
   # ---- benchmarks -------------------------------------------------------------------------------------
   # Google Benchmark exits 0 even when benchmarks report errors (no device): fail on any.
   run_bench() {
@@ -100,6 +104,21 @@ if [[ $BUILD_OK == 1 ]]; then
   # PyTorch's SDPA (cuDNN) on the same attention shapes, for the 1.5x target; the GPU image has PyTorch.
   if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     step bench_torch_sdpa 200 python3 tools/reference/bench_sdpa.py "$RESULTS/bench.json"
+  fi
+  # ---- the embedded demo end to end on the GPU (bf16 autocast), its table kept in the log ------------
+  step demo_cuda 240 "$BUILD/bin/vlpeft" --device cuda --out "$BUILD/demo_cuda"
+  step test_cuda_plain_malloc 200 env VLP_REQUIRE_CUDA=1 VLP_CUDA_MALLOC=plain "$BUILD/tests/test_cuda"
+  # ---- compute-sanitizer ----------------------------------------------------------------------------
+  if command -v compute-sanitizer >/dev/null; then
+    # Plain cudaMalloc so that an access past a tensor's end leaves its allocation and is caught.
+    step memcheck 300 env VLP_REQUIRE_CUDA=1 VLP_CUDA_MALLOC=plain compute-sanitizer --tool memcheck \
+      --error-exitcode 1 --leak-check no "$BUILD/tests/test_cuda" \
+      --gtest_filter='-CudaAttention.EveryMaskBiasDropoutAndDtypeCombination'
+    step racecheck 300 env VLP_REQUIRE_CUDA=1 compute-sanitizer --tool racecheck --error-exitcode 1 \
+      "$BUILD/tests/test_cuda" \
+      --gtest_filter='CudaSoftmax.*:CudaLoss.*:CudaNorm.*:CudaReduce.*:CudaOptim.*:CudaAttention.CrossAttention*'
+  else
+    STEPS+=("$(printf '%-28s %-12s' compute-sanitizer 'NOT FOUND')")
   fi
 fi
 
