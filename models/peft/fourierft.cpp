@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 #include <unordered_map>
 
 #include "models/peft/linear_common.h"
@@ -78,10 +79,15 @@ Tensor FourierftAdapter::delta_weight() const {
   // spectrum, as in gradcheck).
   const DType ct = fourierft_spectrum.dtype() == DType::F64 ? DType::F64 : DType::F32;
   const Device dev = fourierft_spectrum.device();
-  auto [cr, sr] = dft_basis(rows, out_features, ct, dev);
-  auto [cc, sc] = dft_basis(cols, in_features, ct, dev);
+  DftTables& t = tables;
+  if (!t.cos_rows.defined() || t.dtype != ct || t.device != dev) {
+    t.dtype = ct, t.device = dev;
+    std::tie(t.cos_rows, t.sin_rows) = dft_basis(rows, out_features, ct, dev);
+    std::tie(t.cos_cols, t.sin_cols) = dft_basis(cols, in_features, ct, dev);
+  }
   Tensor s = to(fourierft_spectrum, ct);
-  Tensor re = sub(matmul(mul(cr, s), transpose(cc, 0, 1)), matmul(mul(sr, s), transpose(sc, 0, 1)));
+  Tensor re = sub(matmul(mul(t.cos_rows, s), transpose(t.cos_cols, 0, 1)),
+                  matmul(mul(t.sin_rows, s), transpose(t.sin_cols, 0, 1)));
   const double scale = options.scaling / double(out_features * in_features);
   return to(mul(re, scale), fourierft_spectrum.dtype());
 }

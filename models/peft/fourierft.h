@@ -32,6 +32,15 @@ struct FourierftAdapter : LinearAdapter {
   std::vector<int64_t> rows, cols;  // the n locations
   FourierftOptions options;
   int64_t in_features, out_features;
+  // The cos/sin tables of the locations, [out, n] and [in, n] each, built on first use in the compute
+  // dtype on the spectrum's device and kept (they depend only on the locations): rebuilding them each
+  // forward cost a host pass over 2n(out+in) doubles and, on a GPU, their upload.
+  struct DftTables {
+    DType dtype = DType::F32;
+    Device device;
+    Tensor cos_rows, sin_rows, cos_cols, sin_cols;
+  };
+  mutable DftTables tables;
 
   FourierftAdapter(int64_t in_features, int64_t out_features, const FourierftOptions& options, Generator& gen);
   Tensor delta_weight() const;  // [out, in], in the spectrum's dtype
