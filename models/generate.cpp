@@ -305,6 +305,13 @@ ForwardContext repeat_context(const ForwardContext& ctx, int64_t batch, int64_t 
     for (const auto& name : ctx.sample_adapters)
       for (int64_t t = 0; t < times; ++t) out.sample_adapters.push_back(name);
   }
+  if (!ctx.task_ids.empty()) {
+    VLP_CHECK(int64_t(ctx.task_ids.size()) == batch, "generate: ", ctx.task_ids.size(), " task_ids for a batch of ",
+              batch);
+    out.task_ids.clear();
+    for (int64_t id : ctx.task_ids)
+      for (int64_t t = 0; t < times; ++t) out.task_ids.push_back(id);
+  }
   if (ctx.visual.defined()) {
     VLP_CHECK(ctx.visual.size(0) == batch, "generate: ctx.visual has ", ctx.visual.size(0), " rows for a batch of ",
               batch);

@@ -18,7 +18,7 @@
 // the top num_beams, scores finished hypotheses as sum(log p) / generated_length^length_penalty, and stops by
 // early_stopping: Heuristic (transformers' False), Always (True), Never ("never").
 //
-// Every per-example ForwardContext field (sample_adapters, visual) is repeated per beam, so adapters selected
+// Every per-example ForwardContext field (sample_adapters, task_ids, visual) is repeated per beam, so adapters selected
 // per example and routing on visual features survive beam search.
 #pragma once
 #include <functional>

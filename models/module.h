@@ -23,6 +23,8 @@ struct ForwardContext {
   bool training = false;
   Generator* generator = nullptr;  // dropout; default_generator() when null
   int task = 0;                    // index of the batch's task (multi-task PEFT: one module per task)
+  // Per-example task indices (Poly routes each example by its own task); empty = every example uses `task`.
+  std::vector<int64_t> task_ids;
   // Mixed-adapter batches: the adapter name each example uses ("" = base model). Empty = all active.
   std::vector<std::string> sample_adapters;
   Tensor visual;                   // visual representation x_R [B, N_v, d] for routing functions

@@ -110,10 +110,14 @@ void truncated_normal_(const Tensor& t, double std, double lo, double hi, Genera
 
 void init_bottleneck(BottleneckAdapter& adapter, const std::string& scheme, const std::string& backbone,
                      Generator& gen) {
-  auto dense = [](Projection* p) {
-    auto* d = dynamic_cast<DenseProjection*>(p);
-    VLP_CHECK(d != nullptr, "init_bottleneck: only dense projections are initialised here");
-    return d;
+  // A projection's dense parts: itself, or the dense projections it holds (AdaMix's experts), in order.
+  auto dense_parts = [](Projection* p) {
+    std::vector<DenseProjection*> parts;
+    if (auto* d = dynamic_cast<DenseProjection*>(p)) return std::vector<DenseProjection*>{d};
+    for (auto& [name, m] : p->named_modules())
+      if (auto* d = dynamic_cast<DenseProjection*>(m)) parts.push_back(d);
+    VLP_CHECK(!parts.empty(), "init_bottleneck: only dense projections are initialised here");
+    return parts;
   };
   auto linear_default = [&](DenseProjection* d) {
     kaiming_uniform_(d->weight, std::sqrt(5.0), &gen);
@@ -127,8 +131,10 @@ void init_bottleneck(BottleneckAdapter& adapter, const std::string& scheme, cons
     if (d->bias.defined()) zeros_(d->bias);
   };
   std::vector<DenseProjection*> downs, ups;
-  for (auto* p : adapter.down) downs.push_back(dense(p));
-  for (auto* p : adapter.up) ups.push_back(dense(p));
+  for (auto* p : adapter.down)
+    for (auto* d : dense_parts(p)) downs.push_back(d);
+  for (auto* p : adapter.up)
+    for (auto* d : dense_parts(p)) ups.push_back(d);
   // Every down-projection, then every up-projection (one fixed order of draws per sharing mode).
   auto each = [&](auto&& fn_down, auto&& fn_up) {
     for (auto* d : downs) fn_down(d);
@@ -295,18 +301,26 @@ static std::vector<std::string> default_adapter_sites(const PeftConfig& config) 
   return {"ff_site"};
 }
 
-void attach_bottleneck_adapter(AttachContext& ctx) {
+std::vector<std::shared_ptr<BottleneckAdapter>> attach_bottlenecks(AttachContext& ctx, const BottleneckMaker& make) {
   const std::string placement = ctx.config.get_string("placement", "vl_adapter");
   const bool before_dropout = ctx.config.get_bool("before_dropout", placement == "vl_adapter");
   const std::string init = ctx.config.get_string("init_weights", "vl_adapter");
+  std::vector<std::shared_ptr<BottleneckAdapter>> out;
   for (const auto& t : sublayer_targets(ctx, default_adapter_sites(ctx.config))) {
-    auto a = std::make_shared<BottleneckAdapter>(bottleneck_options(ctx.config, t.d_model), dense_projections(t.dtype),
-                                                 t.dtype);
+    std::shared_ptr<BottleneckAdapter> a = make(bottleneck_options(ctx.config, t.d_model), t.dtype);
     if (a->options.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
     t.site->before_dropout = before_dropout;
     attach_adapter(*t.site, ctx.adapter_name, a);
+    out.push_back(a);
   }
+  return out;
+}
+
+void attach_bottleneck_adapter(AttachContext& ctx) {
+  attach_bottlenecks(ctx, [](const BottleneckOptions& o, DType dtype) {
+    return std::make_shared<BottleneckAdapter>(o, dense_projections(dtype), dtype);
+  });
 }
 
 }  // namespace vlp::peft

@@ -125,5 +125,10 @@ std::vector<std::string> config_tasks(const PeftConfig& config, bool required);
 // Builds the adapter options from a config (the fields above) for one site width.
 BottleneckOptions bottleneck_options(const PeftConfig& config, int64_t d_model);
 void attach_bottleneck_adapter(AttachContext& ctx);
+// What attach_bottleneck_adapter does, with the adapter made by `make` (for a site's options and dtype): the
+// sites of the placement, before_dropout, Pfeiffer's block norm, the init_weights scheme. Returns the adapters
+// attached, in site order (AdaMix builds its mixture-of-experts adapters through this).
+using BottleneckMaker = std::function<std::shared_ptr<BottleneckAdapter>(const BottleneckOptions&, DType)>;
+std::vector<std::shared_ptr<BottleneckAdapter>> attach_bottlenecks(AttachContext& ctx, const BottleneckMaker& make);
 
 }  // namespace vlp::peft

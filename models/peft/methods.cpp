@@ -1,6 +1,7 @@
 // The method table: one line per PEFT method. A method file provides its attach function (and, when its
 // tensor names differ from the default rule of spec §6.4, a file_key function); add it here.
 #include "models/peft/adalora.h"
+#include "models/peft/adamix.h"
 #include "models/peft/adapter.h"
 #include "models/peft/adaption_prompt.h"
 #include "models/peft/boft.h"
@@ -17,6 +18,7 @@
 #include "models/peft/oft.h"
 #include "models/peft/p_tuning.h"
 #include "models/peft/peft.h"
+#include "models/peft/poly.h"
 #include "models/peft/prefix_tuning.h"
 #include "models/peft/prompt_tuning.h"
 #include "models/peft/routing.h"
@@ -93,6 +95,10 @@ const char* kBoftDefaults = R"({"auto_mapping": null, "base_model_name_or_path":
  "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": false, "init_weights": true,
  "layers_pattern": null, "layers_to_transform": null, "modules_to_save": null, "peft_type": "BOFT",
  "peft_version": "0.21.2", "revision": null, "target_modules": null, "task_type": null})";
+const char* kPolyDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null, "exclude_modules": null,
+ "inference_mode": false, "init_weights": true, "modules_to_save": null, "n_skills": 4, "n_splits": 1, "n_tasks": 1,
+ "peft_type": "POLY", "peft_version": "0.21.2", "poly_type": "poly", "r": 8, "revision": null, "target_modules": null,
+ "task_type": null})";
 const char* kPromptTuningDefaults = R"({"auto_mapping": null, "base_model_name_or_path": null,
  "inference_mode": false, "modules_to_save": null, "num_attention_heads": null, "num_layers": null,
  "num_transformer_submodules": null, "num_virtual_tokens": null, "peft_type": "PROMPT_TUNING",
@@ -127,6 +133,8 @@ const std::vector<PeftMethod>& all_methods() {
       {"HRA", attach_hra, nullptr, kHraDefaults},
       {"FOURIERFT", attach_fourierft, nullptr, kFourierftDefaults},
       {"BOFT", attach_boft, nullptr, kBoftDefaults},
+      {"POLY", attach_poly, nullptr, kPolyDefaults},
+      {"VLPEFT_ADAMIX", attach_adamix},
       {"VLPEFT_ADAPTER", attach_bottleneck_adapter},
       {"VLPEFT_COMPACTER", attach_compacter},
       {"VLPEFT_HYPERFORMER", attach_hyperformer},
