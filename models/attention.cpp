@@ -96,7 +96,10 @@ Tensor as_key_mask(const Tensor& mask) {
 Tensor attend(const Tensor& x, AttentionState state, const AttentionSite& site, const AttentionSpec& spec,
               const ForwardContext& ctx) {
   const bool adapted = !site.adapters.empty();
-  if (adapted) site.before(state, ctx);
+  if (adapted) {
+    state.input = x;
+    site.before(state, ctx);
+  }
   AttentionOptions options;
   options.key_padding_mask = state.key_padding_mask;
   options.causal = spec.causal;

@@ -58,10 +58,11 @@ struct SublayerSite : Module {
 };
 
 // Keys and values of one attention call, [B, H, T, D], with the key padding mask [B, Tk] (undefined =
-// all keys valid). An AttentionAdapter may prepend keys/values (prefix tuning) before attention, and add
+// all keys valid), and the call's input. An AttentionAdapter may prepend keys/values (prefix tuning) before attention, and add
 // to the attention output (adaption prompt) after it.
 struct AttentionState {
   Tensor q, k, v, key_padding_mask;
+  Tensor input;  // the attention's input x [B, T, d] (what gated prefixes read), set by models/attention.cpp
 };
 
 struct AttentionAdapter : Module {

@@ -84,8 +84,14 @@ Tensor BottleneckAdapter::delta(const Tensor& input, const Tensor& output, const
     h = route(options.routing, h, d.forward(xv), options.routing_reshape_compat);
   }
   Tensor u = up[up.size() == 1 ? 0 : size_t(s)]->forward(act(h));
-  if (options.learned_scaling) return u * scale;
-  return options.scaling == 1.0 ? u : u * options.scaling;
+  if (options.learned_scaling) u = u * scale;
+  else if (options.scaling != 1.0) u = u * options.scaling;
+  return gate ? u * gate_column(gate->forward(z), 0, u.dim()) : u;
+}
+
+void BottleneckAdapter::add_gate(DType dtype, Generator& gen) {
+  gate = std::make_unique<TokenGate>(options.d_model, 1, dtype, Device::cpu(), true, gen);
+  register_module("gate", gate.get());
 }
 
 void truncated_normal_(const Tensor& t, double std, double lo, double hi, Generator& gen) {
@@ -292,6 +298,7 @@ BottleneckOptions bottleneck_options(const PeftConfig& config, int64_t d_model) 
   o.skip = config.get_bool("skip", true);
   o.sharing = config.get_string("sharing", "single");
   o.tasks = config_tasks(config, o.sharing != "single");
+  o.use_gating = config.get_bool("use_gating", false);
   return o;
 }
 
@@ -310,6 +317,7 @@ std::vector<std::shared_ptr<BottleneckAdapter>> attach_bottlenecks(AttachContext
     std::shared_ptr<BottleneckAdapter> a = make(bottleneck_options(ctx.config, t.d_model), t.dtype);
     if (a->options.placement == "pfeiffer") a->block_norm = t.block_norm;
     init_bottleneck(*a, init, ctx.backbone, ctx.generator);
+    if (a->options.use_gating) a->add_gate(t.dtype, ctx.generator);
     t.site->before_dropout = before_dropout;
     attach_adapter(*t.site, ctx.adapter_name, a);
     out.push_back(a);

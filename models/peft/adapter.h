@@ -22,6 +22,8 @@
 //   init_weights     "vl_adapter" (BART N(0, 0.02), zero biases; other backbones nn.Linear's default),
 //                    "bert" N(0, 0.02), "mam_adapter" (Kaiming-uniform down, zero up), "houlsby"
 //                    (normal 0.01 truncated to ±0.02), "zero_up" (vl_adapter with W_up = 0, c_u = 0)
+//   use_gating       multiply A(z) by a token-mean gate of z (gate.h; UniPELT, combinations.h): parameters
+//                    "gate.weight" [1, d] ~ N(0, 0.02), "gate.bias" 0 (default false)
 //   sharing          "single" (default) | "multiple" | "half_shared"
 //   tasks            task names, indexed by ForwardContext::task (required for multiple / half_shared)
 //   target_modules   site names or suffixes (default sa_site, ca_site, ff_site for vl_adapter/houlsby;
@@ -35,6 +37,7 @@
 #include <vector>
 
 #include "models/config.h"
+#include "models/peft/gate.h"
 #include "models/peft/peft.h"
 #include "models/site.h"
 
@@ -74,6 +77,7 @@ struct BottleneckOptions {
   int routing = 0;
   bool routing_reshape_compat = false;
   std::string visual_pool = "none";    // "none": ctx.visual as given; "mean": mean over its tokens
+  bool use_gating = false;             // A(z) times a gate of z (add_gate)
 };
 
 struct BottleneckAdapter : SublayerAdapter {
@@ -82,8 +86,11 @@ struct BottleneckAdapter : SublayerAdapter {
   Tensor scale;                        // [1], learned scaling only
   const LayerNorm* block_norm = nullptr;  // pfeiffer on post-LN stacks: the block's norm (not owned)
   ActivationFn act;
+  std::unique_ptr<TokenGate> gate;        // use_gating
 
   BottleneckAdapter(const BottleneckOptions& options, const ProjectionFactory& make, DType dtype = DType::F32);
+  // The UniPELT gate on the adapter's input width (made in `dtype`, on the CPU like the projections).
+  void add_gate(DType dtype, Generator& gen);
   // The slot the batch uses: 0 in single mode, else ctx.task (checked against the task list).
   int slot(const ForwardContext& ctx) const;
   // A(z) for the placement's z: the value before the adapter's own residual.

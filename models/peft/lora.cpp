@@ -112,7 +112,7 @@ Tensor LoraLayer::dora_scale(const Linear& layer) const {
 }
 
 bool LoraLayer::fused_applies(const Linear& layer, const Tensor& x, const ForwardContext& ctx) const {
-  if (use_dora || lora_B_bias.defined() || !ctx.sample_adapters.empty()) return false;
+  if (use_dora || gate || lora_B_bias.defined() || !ctx.sample_adapters.empty()) return false;
   const DType dt = x.dtype();
   const Device dev = x.device();
   auto same = [&](const Tensor& t) { return !t.defined() || (t.dtype() == dt && t.device() == dev); };
@@ -138,7 +138,9 @@ Tensor LoraLayer::forward(const Linear& layer, const Tensor& x_in, const Tensor&
   Tensor xd = dropout > 0 && ctx.training ? vlp::dropout(x, dropout, true, ctx.generator) : x;
   Tensor lora = linear(linear(xd, lora_A), lora_B, lora_B_bias);
   Tensor delta;
-  if (!use_dora) {
+  if (gate) {
+    delta = mul(lora, gate_column(gate->forward(x), 0, lora.dim()));
+  } else if (!use_dora) {
     delta = mul(lora, scaling);
   } else {
     // h = b + W0 x + (g - 1) ⊙ (W0 x̃) + g ⊙ (s B A x̃)
@@ -155,7 +157,15 @@ Tensor LoraLayer::forward(const Linear& layer, const Tensor& x_in, const Tensor&
   return add(y, delta);
 }
 
+void LoraLayer::add_gate(int64_t in_features, Generator& gen) {
+  VLP_CHECK(!use_dora, "LoRA: use_gating cannot be combined with use_dora (adapter '", adapter_name, "')");
+  gate = std::make_unique<TokenGate>(in_features, 1, lora_A.dtype(), lora_A.device(), false, gen);
+  register_module("gate", gate.get());
+}
+
 void LoraLayer::merge(Linear& layer) {
+  VLP_CHECK(!gate, "LoRA adapter '", adapter_name, "' is gated (use_gating): its update depends on the input and "
+            "cannot be merged");
   NoGradGuard no_grad;
   Tensor w = layer.weight_out_in();
   if (use_dora) {
@@ -192,6 +202,7 @@ void attach_lora(AttachContext& ctx) {
   const bool lora_bias = c.get_bool("lora_bias", false);
   const double dropout = c.get_double("lora_dropout", 0.0);
   VLP_CHECK(dropout >= 0 && dropout < 1, c.source, ": field 'lora_dropout' must be in [0, 1), got ", dropout);
+  const bool gating = c.get_bool("use_gating", false);
   std::string init = "true";
   if (c.raw.contains("init_lora_weights") && !c.raw["init_lora_weights"].is_null()) {
     const auto& v = c.raw["init_lora_weights"];
@@ -223,6 +234,7 @@ void attach_lora(AttachContext& ctx) {
         copy_(a->magnitude, sqrt(sum(mul(w, w), {1})));
       }
     }
+    if (gating) a->add_gate(layer->in_features(), ctx.generator);
     attach_adapter(*layer, ctx.adapter_name, a);
   }
 }

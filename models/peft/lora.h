@@ -6,15 +6,19 @@
 //
 // Config fields read: r (8), lora_alpha (8), lora_dropout (0), use_rslora, use_dora, lora_bias,
 // init_lora_weights (true | false | "gaussian" | "pissa" | "olora"), rank_pattern / alpha_pattern (keys
-// matched as "(.*\.)?key" over the full layer name, first match wins).
+// matched as "(.*\.)?key" over the full layer name, first match wins); use_gating (a vlpeft field, set by
+// UniPELT, combinations.h): the update is multiplied by a token-mean gate of the layer input (gate.h)
+// instead of α/r, parameters "gate.weight" / "gate.bias"; input-dependent, so not mergeable.
 //
 // Plain LoRA on a layer's unmodified base runs as one fused op, vlp::lora_linear (autograd/lora.h), on every
 // device: on the CPU the same numbers as the composed ops (base linear, dropout, two linears, scaled add);
 // on CUDA dropout + down-projection in one kernel and the up-projection accumulated into the base GEMM.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "models/peft/gate.h"
 #include "models/peft/peft.h"
 
 namespace vlp::peft {
@@ -30,6 +34,7 @@ struct LoraLayer : LinearAdapter {
   Tensor magnitude;  // [d_out]        "lora_magnitude_vector" (DoRA)
   Tensor merged_dora_scale;  // g cached at merge for unmerge
   Tensor init_A, init_B;     // PiSSA / OLoRA: the initial factors whose product left the base
+  std::unique_ptr<TokenGate> gate;  // use_gating: g(x) replaces the scaling
 
   LoraLayer(const Linear& layer, const std::string& adapter_name, int64_t r, double alpha, bool use_rslora,
             double dropout, bool lora_bias, bool use_dora);
@@ -40,7 +45,9 @@ struct LoraLayer : LinearAdapter {
   // True when forward(layer, x, <no base yet>, ctx) goes through vlp::lora_linear: no DoRA, no lora_bias,
   // no mixed-adapter batch, and x, W, bias, A and B of one dtype on one device.
   bool fused_applies(const Linear& layer, const Tensor& x, const ForwardContext& ctx) const;
-  bool mergeable() const override { return true; }
+  // Adds the UniPELT gate (W_g ~ N(0, 0.02), nn.Linear's bias init) on the layer's input width.
+  void add_gate(int64_t in_features, Generator& gen);
+  bool mergeable() const override { return gate == nullptr; }
   void merge(Linear& layer) override;
   void unmerge(Linear& layer) override;
   Tensor delta_weight() const;  // s · B A as [d_out, d_in], no grad

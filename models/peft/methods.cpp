@@ -5,6 +5,7 @@
 #include "models/peft/adapter.h"
 #include "models/peft/adaption_prompt.h"
 #include "models/peft/boft.h"
+#include "models/peft/combinations.h"
 #include "models/peft/compacter.h"
 #include "models/peft/fourierft.h"
 #include "models/peft/fusion.h"
@@ -135,6 +136,8 @@ const std::vector<PeftMethod>& all_methods() {
       {"BOFT", attach_boft, nullptr, kBoftDefaults},
       {"POLY", attach_poly, nullptr, kPolyDefaults},
       {"VLPEFT_ADAMIX", attach_adamix},
+      {"VLPEFT_MAM", attach_mam},
+      {"VLPEFT_UNIPELT", attach_unipelt},
       {"VLPEFT_ADAPTER", attach_bottleneck_adapter},
       {"VLPEFT_COMPACTER", attach_compacter},
       {"VLPEFT_HYPERFORMER", attach_hyperformer},

@@ -21,12 +21,24 @@ void PrefixAdapter::before(AttentionState& state, const ForwardContext& ctx) {
     Tensor t = permute(select(e, 1, column), {1, 0, 2});  // [H, n, Dh]
     return expand(unsqueeze(to(t, state.k.dtype()), 0), {B, H, count, Dh});
   };
-  state.k = concat({block(key_block), state.k}, 2);
-  state.v = concat({block(key_block + 1), state.v}, 2);
+  Tensor pk = block(key_block), pv = block(key_block + 1);
+  if (gate) {
+    VLP_CHECK(state.input.defined(), "gated prefix tuning: the attention call carries no input");
+    Tensor g = to(gate_column(gate->forward(state.input), 0, 4), pk.dtype());
+    pk = mul(pk, g), pv = mul(pv, g);
+  }
+  state.k = concat({pk, state.k}, 2);
+  state.v = concat({pv, state.v}, 2);
   if (state.key_padding_mask.defined()) {
     const Tensor& m = state.key_padding_mask;
     state.key_padding_mask = concat({ones({B, count}, m.dtype(), m.device()), m}, 1);
   }
+}
+
+void PrefixAdapter::add_gate(int64_t d, Generator& gen) {
+  const Tensor& w = encoder->embedding.weight;
+  gate = std::make_unique<TokenGate>(d, 1, w.dtype(), w.device(), false, gen);
+  register_module("gate", gate.get());
 }
 
 namespace {
@@ -155,8 +167,12 @@ void attach_vl_prefix_tuning(AttachContext& ctx) {
   const int64_t S = int64_t(sites.size());
   const bool projection = c.get_bool("prefix_projection", false);
   PromptEncoder& enc = register_prefix_encoder(ctx, n, d, S * 2 * d, projection);
-  for (int64_t k = 0; k < S; ++k)
-    attach_adapter(*sites[size_t(k)], ctx.adapter_name, std::make_shared<PrefixAdapter>(&enc, 2 * k, n, m.heads));
+  const bool gating = c.get_bool("use_gating", false);
+  for (int64_t k = 0; k < S; ++k) {
+    auto a = std::make_shared<PrefixAdapter>(&enc, 2 * k, n, m.heads);
+    if (gating) a->add_gate(d, ctx.generator);
+    attach_adapter(*sites[size_t(k)], ctx.adapter_name, a);
+  }
 }
 
 }  // namespace vlp::peft

@@ -23,11 +23,15 @@
 // reading blocks 2k and 2k + 1 of a table [n, S * 2 * d] (S sites), or of E [n, d] through
 // Linear(d, encoder_hidden_size) Tanh Linear(encoder_hidden_size, S * 2 * d) with prefix_projection. Fields:
 // num_virtual_tokens, locations (list of "encoder", "decoder", "cross"; default all three on T5 / BART,
-// "decoder" on GPT-2), prefix_projection (false), encoder_hidden_size (d). Prefix keys count as past
+// "decoder" on GPT-2), prefix_projection (false), encoder_hidden_size (d), use_gating (false: UniPELT's gate,
+// gate.h, one per prefixed attention on that attention's input, scaling its prefix keys and values). Prefix keys count as past
 // positions wherever the backbone has a notion of it (BART / GPT-2 decoder positions start after them; T5's
 // relative bias puts them before the queries); BART's encoder positions are unchanged. The file keeps the
 // table and the MLP ("prompt_encoder.embedding.weight", "prompt_encoder.transform.{0,2}.{weight,bias}").
 #pragma once
+#include <memory>
+
+#include "models/peft/gate.h"
 #include "models/peft/prompt_tuning.h"
 
 namespace vlp::peft {
@@ -35,8 +39,12 @@ namespace vlp::peft {
 struct PrefixAdapter : AttentionAdapter {
   PromptEncoder* encoder;
   int64_t key_block, count, heads;  // keys are column block key_block, values key_block + 1
+  std::unique_ptr<TokenGate> gate;  // use_gating (VLPEFT_PREFIX_TUNING): keys and values times g(x)
   PrefixAdapter(PromptEncoder* e, int64_t key_block_, int64_t n, int64_t h)
       : encoder(e), key_block(key_block_), count(n), heads(h) {}
+  // UniPELT's gate on the attention input (one shared output for keys and values, as adapters' default
+  // shared_gating): W_g ~ N(0, 0.02), nn.Linear's bias init.
+  void add_gate(int64_t d, Generator& gen);
   void before(AttentionState& state, const ForwardContext& ctx) override;
   int64_t prefix_length() const override { return count; }
   const char* type_name() const override { return "PrefixAdapter"; }
