@@ -106,6 +106,7 @@ Tensor AdaMixLoraLayer::mean_A() const { return mean_of(experts_A); }
 Tensor AdaMixLoraLayer::mean_B() const { return mean_of(experts_B); }
 
 Tensor AdaMixLoraLayer::forward(const Linear& layer, const Tensor& x_in, const Tensor& y, const ForwardContext& ctx) {
+  VLP_CHECK(ctx.sample_adapters.empty(), "AdaMix LoRA does not support mixed-adapter batches (sample_adapters)");
   Tensor A, B;
   if (ctx.training) {
     // One pick for A, then one for B (microsoft/AdaMix's order); a shared projection draws nothing.

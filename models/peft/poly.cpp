@@ -101,6 +101,7 @@ Tensor PolyLayer::mixed_B(const Tensor& w) const {
 Tensor PolyLayer::forward(const Linear& layer, const Tensor& x_in, const Tensor& y, const ForwardContext& ctx) {
   VLP_CHECK(x_in.dim() >= 2, "Poly: the input needs a leading batch dimension (one task per example), got ",
             shape_str(x_in.shape()));
+  VLP_CHECK(ctx.sample_adapters.empty(), "Poly does not support mixed-adapter batches (sample_adapters)");
   const int64_t B = x_in.size(0);
   Tensor w = mixing_weights(task_indices(ctx, B), ctx.training, ctx.generator);
   Tensor x = x_in.dtype() == poly_lora_A.dtype() ? x_in : to(x_in, poly_lora_A.dtype());

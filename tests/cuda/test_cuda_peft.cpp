@@ -167,6 +167,13 @@ TEST(CudaPeft, TrainingOnlyPathsFollowTheCpu) {
                                   {"encoder_hidden_size", 16}}},
       {"fusion_static", "bart", J{{"peft_type", "VLPEFT_FUSION"}, {"adapters", {"a", "b"}}, {"fusion_type", "static"}},
        1e-2, 0, false, true},
+      // Poly's RelaxedBernoulli draws and AdaMix's expert picks come from the CPU generator on every device.
+      {"poly_relaxed_bernoulli", "t5", J{{"peft_type", "POLY"}, {"r", 2}, {"n_tasks", 2}, {"n_splits", 2},
+                                         {"init_weights", false}}, 1e-2, 1},
+      {"adamix_adapter_picks", "bart", J{{"peft_type", "VLPEFT_ADAMIX"}, {"num_experts", 3}, {"reduction_factor", 4},
+                                         {"expert_init", "independent"}}},
+      {"adamix_lora_picks", "t5", J{{"peft_type", "VLPEFT_ADAMIX"}, {"adamix_variant", "lora"}, {"num_experts", 3},
+                                    {"r", 4}, {"lora_dropout", 0.1}, {"expert_init", "independent"}}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.label);

@@ -207,21 +207,25 @@ TEST(Generate, NumReturnSequences) {
   EXPECT_THROW(models().run("t5v11", o), Error);
 }
 
-// Per-example context (mixed-adapter batches, visual features) is repeated per beam: every adapter call sees
+// Per-example context (mixed-adapter batches, task ids, visual features) is repeated per beam: every adapter call sees
 // as many names as rows.
 TEST(Generate, PerExampleContextSurvivesBeamSearch) {
   struct Probe : SublayerAdapter {
     int calls = 0, mismatches = 0;
     Tensor forward(const Tensor&, const Tensor& out, const ForwardContext& ctx) override {
       ++calls;
-      if (int64_t(ctx.sample_adapters.size()) != out.size(0) || ctx.visual.size(0) != out.size(0)) ++mismatches;
+      if (int64_t(ctx.sample_adapters.size()) != out.size(0) || ctx.visual.size(0) != out.size(0) ||
+          int64_t(ctx.task_ids.size()) != out.size(0))
+        ++mismatches;
       return out;
     }
   };
   ForwardContext ctx;
   ctx.sample_adapters = {"a", "b"};
   ctx.visual = randn({2, 1, 4});
+  ctx.task_ids = {0, 1};
   EXPECT_EQ(repeat_context(ctx, 2, 3).sample_adapters, (std::vector<std::string>{"a", "a", "a", "b", "b", "b"}));
+  EXPECT_EQ(repeat_context(ctx, 2, 3).task_ids, (std::vector<int64_t>{0, 0, 0, 1, 1, 1}));
   EXPECT_EQ(repeat_context(ctx, 2, 3).visual.size(0), 6);
   for (const std::string name : {"gpt2", "bart"}) {
     auto probe = std::make_shared<Probe>();

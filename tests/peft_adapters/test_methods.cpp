@@ -67,6 +67,9 @@ std::vector<std::pair<std::string, std::string>> method_configs() {
       {"routed_lora_multi", R"({"peft_type": "VLPEFT_ROUTED_LORA", "r": 2, "routing_function": 0,
                                 "sharing": "multiple", )" + t + "}"},
       {"routed_adapter", R"({"peft_type": "VLPEFT_ROUTED_ADAPTER", "routing_function": 1, "bottleneck_dim": 5})"},
+      {"adamix", R"({"peft_type": "VLPEFT_ADAMIX", "num_experts": 3, "reduction_factor": 4, "share_up": true})"},
+      {"adamix_lora", R"({"peft_type": "VLPEFT_ADAMIX", "adamix_variant": "lora", "num_experts": 3, "r": 4,
+                          "lora_alpha": 8})"},
   };
 }
 

@@ -184,8 +184,9 @@ TEST(Poly, TaskIdErrorsNameTheField) {
             std::string::npos);
 }
 
-TEST(Poly, MergesOnlyForOneTask) {
-  Chain chain(false);
+// Merging folds one task's update into the weight (either layout); without a chosen task it is refused.
+void check_merge_for_one_task(bool conv1d) {
+  Chain chain(conv1d);
   peft::PeftConfig config = peft::parse_peft_config(
       {{"peft_type", "POLY"}, {"target_modules", {"lin1", "lin2"}}, {"r", 2}, {"n_tasks", 3}, {"n_splits", 2},
        {"init_weights", false}});
@@ -213,6 +214,11 @@ TEST(Poly, MergesOnlyForOneTask) {
   EXPECT_TRUE(all_close(chain.lin1.weight, w1, 0.0, 1e-6));
   ctx.task = 1;
   EXPECT_TRUE(all_close(chain.forward(x, ctx), y1, 0.0, 1e-6));
+}
+
+TEST(Poly, MergesOnlyForOneTask) {
+  check_merge_for_one_task(false);
+  check_merge_for_one_task(true);
 }
 
 TEST(Poly, Gradcheck) {
@@ -243,6 +249,18 @@ TEST(Poly, Gradcheck) {
     return p.forward(layer, xt, layer.base_forward(xt), ctx);
   };
   EXPECT_EQ(gradcheck(g, {wide, in[1], in[2], in[3]}), "");
+  // Training mode: the RelaxedBernoulli sample is differentiable in the logits (the same draw every call).
+  auto train = [&](const std::vector<Tensor>& t) {
+    Generator gen(4);
+    ForwardContext tc = ctx;
+    tc.training = true;
+    tc.generator = &gen;
+    p.poly_lora_A = t[1];
+    p.poly_lora_B = t[2];
+    p.module_logits = t[3];
+    return p.forward(layer, t[0], layer.base_forward(t[0]), tc);
+  };
+  EXPECT_EQ(gradcheck(train, in), "");
 }
 
 // ---- HF's files on tiny T5 ----

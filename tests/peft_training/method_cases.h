@@ -49,6 +49,9 @@ inline std::vector<Case> method_cases() {
       {"boft", "t5", J{{"peft_type", "BOFT"}, {"boft_block_size", 4}, {"boft_n_butterfly_factor", 2}}},
       {"hra", "t5", J{{"peft_type", "HRA"}, {"r", 4}}},
       {"fourierft", "t5", J{{"peft_type", "FOURIERFT"}, {"n_frequency", 64}, {"scaling", 10.0}}, 5e-2},
+      {"poly", "t5", J{{"peft_type", "POLY"}, {"r", 2}, {"n_tasks", 2}, {"n_skills", 2}, {"n_splits", 2}}, 3e-2, 1},
+      {"adamix_lora", "bart", J{{"peft_type", "VLPEFT_ADAMIX"}, {"adamix_variant", "lora"}, {"num_experts", 3},
+                                {"r", 4}, {"lora_alpha", 8}}},
       {"bitfit", "bart", J{{"peft_type", "VLPEFT_BITFIT"}}, 3e-2},
       {"ln_tuning", "bart", J{{"peft_type", "LN_TUNING"}}, 3e-2},
       // Sublayer-site methods.
@@ -61,6 +64,7 @@ inline std::vector<Case> method_cases() {
                                    {"reduction_factor", 4}}, 1e-2, 1},
       {"adapter_half_shared", "bart", J{{"peft_type", "VLPEFT_ADAPTER"}, {"sharing", "half_shared"},
                                         {"tasks", {"a", "b"}}, {"reduction_factor", 4}}, 1e-2, 1},
+      {"adamix_adapter", "t5", J{{"peft_type", "VLPEFT_ADAMIX"}, {"num_experts", 3}, {"reduction_factor", 4}}},
       {"compacter", "t5", J{{"peft_type", "VLPEFT_COMPACTER"}, {"phm_dim", 2}, {"reduction_factor", 4}}},
       {"compacter_shared_low_rank", "bart", J{{"peft_type", "VLPEFT_COMPACTER"}, {"phm_dim", 2},
                                               {"reduction_factor", 4}, {"shared_phm_rule", true}, {"phm_rank", 1}}},
