@@ -70,6 +70,10 @@ std::vector<std::pair<std::string, std::string>> method_configs() {
       {"adamix", R"({"peft_type": "VLPEFT_ADAMIX", "num_experts": 3, "reduction_factor": 4, "share_up": true})"},
       {"adamix_lora", R"({"peft_type": "VLPEFT_ADAMIX", "adamix_variant": "lora", "num_experts": 3, "r": 4,
                           "lora_alpha": 8})"},
+      {"mam", R"({"peft_type": "VLPEFT_MAM", "prefix_tuning": {"num_virtual_tokens": 3, "encoder_hidden_size": 8},
+                  "adapter": {"reduction_factor": 4}})"},
+      {"unipelt", R"({"peft_type": "VLPEFT_UNIPELT", "prefix_tuning": {"num_virtual_tokens": 3,
+                      "encoder_hidden_size": 8}, "lora": {"r": 2}})"},
   };
 }
 

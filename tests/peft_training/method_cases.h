@@ -65,6 +65,13 @@ inline std::vector<Case> method_cases() {
       {"adapter_half_shared", "bart", J{{"peft_type", "VLPEFT_ADAPTER"}, {"sharing", "half_shared"},
                                         {"tasks", {"a", "b"}}, {"reduction_factor", 4}}, 1e-2, 1},
       {"adamix_adapter", "t5", J{{"peft_type", "VLPEFT_ADAMIX"}, {"num_experts", 3}, {"reduction_factor", 4}}},
+      // Combinations: prefix + adapter (+ gated LoRA).
+      {"mam", "bart", J{{"peft_type", "VLPEFT_MAM"}, {"prefix_tuning", {{"num_virtual_tokens", 3},
+                                                                         {"encoder_hidden_size", 16}}}}},
+      {"unipelt", "t5", J{{"peft_type", "VLPEFT_UNIPELT"}, {"prefix_tuning", {{"num_virtual_tokens", 3},
+                                                                               {"encoder_hidden_size", 16}}}}},
+      {"unipelt_gpt2", "gpt2", J{{"peft_type", "VLPEFT_UNIPELT"}, {"prefix_tuning", {{"num_virtual_tokens", 3},
+                                                                                     {"encoder_hidden_size", 16}}}}},
       {"compacter", "t5", J{{"peft_type", "VLPEFT_COMPACTER"}, {"phm_dim", 2}, {"reduction_factor", 4}}},
       {"compacter_shared_low_rank", "bart", J{{"peft_type", "VLPEFT_COMPACTER"}, {"phm_dim", 2},
                                               {"reduction_factor", 4}, {"shared_phm_rule", true}, {"phm_rank", 1}}},
