@@ -158,7 +158,8 @@ struct Desc {
 
 void set_attribute(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
                    int64_t n, const void* values, const char* what) {
-  cudnn_check(cudnnBackendSetAttribute(d, name, type, n, values), std::string("cudnnBackendSetAttribute(") + what + ")");
+  cudnn_check(cudnnBackendSetAttribute(d, name, type, n, values),
+              std::string("cudnnBackendSetAttribute(") + what + ")");
 }
 // Names the attribute in the error message.
 #define VLP_CUDNN_SET(desc, name, type, n, values) set_attribute(desc, name, type, n, values, #name)
@@ -203,6 +204,9 @@ struct Graph {
   }
   cudnnBackendDescriptor_t virt(cudnnDataType_t dt, const Dims& dims, const Dims& strides) {
     return tensor(next_virtual++, dt, dims, strides, true);
+  }
+  cudnnBackendDescriptor_t io(int64_t uid, const Dims& dims, const Dims& strides) {  // BF16 in memory
+    return tensor(uid, CUDNN_DATA_BFLOAT16, dims, strides, false);
   }
   cudnnBackendDescriptor_t scalar(int64_t uid, cudnnDataType_t dt) {
     return tensor(uid, dt, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
@@ -250,12 +254,10 @@ struct Graph {
     VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b);
     VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c);
     VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm);
-    if (m_override)
-      VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &m_override);
-    if (n_override)
-      VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_override);
-    if (k_override)
-      VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &k_override);
+    const cudnnBackendAttributeType_t desc = CUDNN_TYPE_BACKEND_DESCRIPTOR;
+    if (m_override) VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, desc, 1, &m_override);
+    if (n_override) VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, desc, 1, &n_override);
+    if (k_override) VLP_CUDNN_SET(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, desc, 1, &k_override);
     finalize(op, "matmul operation");
     ops.push_back(op);
   }
@@ -394,7 +396,8 @@ cudnnBackendDescriptor_t padding_mask(Graph& g, const Config& c, cudnnBackendDes
   cudnnBackendDescriptor_t row = g.virt(CUDNN_DATA_INT32, c.scores()), col = g.virt(CUDNN_DATA_INT32, c.scores());
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, s, nullptr, nullptr, row, 2);
   g.pointwise(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, s, nullptr, nullptr, col, 3);
-  cudnnBackendDescriptor_t row_in = g.virt(CUDNN_DATA_BOOLEAN, c.scores()), col_in = g.virt(CUDNN_DATA_BOOLEAN, c.scores());
+  cudnnBackendDescriptor_t row_in = g.virt(CUDNN_DATA_BOOLEAN, c.scores());
+  cudnnBackendDescriptor_t col_in = g.virt(CUDNN_DATA_BOOLEAN, c.scores());
   g.pointwise(CUDNN_POINTWISE_CMP_LT, CUDNN_DATA_BOOLEAN, row, seq_q, nullptr, row_in);
   g.pointwise(CUDNN_POINTWISE_CMP_LT, CUDNN_DATA_BOOLEAN, col, seq_kv, nullptr, col_in);
   cudnnBackendDescriptor_t inside = g.virt(CUDNN_DATA_BOOLEAN, c.scores());
@@ -411,11 +414,11 @@ Dims strides_of(const int64_t s[3], bool transposed) {  // [B, H, rows, cols] wi
 std::unique_ptr<Plan> build_forward(cudnnHandle_t handle, const Config& c) {
   Graph g(handle);
   const Dims S = c.scores();
-  cudnnBackendDescriptor_t q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, {c.B, c.H, c.Tq, c.D}, strides_of(c.q_strides, false), false);
-  cudnnBackendDescriptor_t kt = g.tensor(kK, CUDNN_DATA_BFLOAT16, {c.B, c.H, c.D, c.Tk}, strides_of(c.k_strides, true), false);
-  cudnnBackendDescriptor_t v = g.tensor(kV, CUDNN_DATA_BFLOAT16, {c.B, c.H, c.Tk, c.Dv}, strides_of(c.v_strides, false), false);
+  cudnnBackendDescriptor_t q = g.io(kQ, {c.B, c.H, c.Tq, c.D}, strides_of(c.q_strides, false));
+  cudnnBackendDescriptor_t kt = g.io(kK, {c.B, c.H, c.D, c.Tk}, strides_of(c.k_strides, true));
+  cudnnBackendDescriptor_t v = g.io(kV, {c.B, c.H, c.Tk, c.Dv}, strides_of(c.v_strides, false));
   const Dims o_dims{c.B, c.H, c.Tq, c.Dv};
-  cudnnBackendDescriptor_t o = g.tensor(kO, CUDNN_DATA_BFLOAT16, o_dims, packed(o_dims), false);
+  cudnnBackendDescriptor_t o = g.io(kO, o_dims, packed(o_dims));
   cudnnBackendDescriptor_t stats = g.tensor(kStats, CUDNN_DATA_FLOAT, c.row_stats(), packed(c.row_stats()), false);
   cudnnBackendDescriptor_t scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
 
@@ -424,7 +427,7 @@ std::unique_ptr<Plan> build_forward(cudnnHandle_t handle, const Config& c) {
   s = g.pw_float(CUDNN_POINTWISE_MUL, S, s, scale);
   if (c.bias)
     s = g.pw_float(CUDNN_POINTWISE_ADD, S, s,
-                   g.tensor(kBias, CUDNN_DATA_BFLOAT16, c.bias_dims, c.bias_strides, false));
+                   g.io(kBias, c.bias_dims, c.bias_strides));
   if (c.causal) s = causal_mask(g, c, s, g.scalar(kNegInf, CUDNN_DATA_FLOAT));
 
   // Softmax with its stats (natural-log LSE).
@@ -444,17 +447,17 @@ std::unique_ptr<Plan> build_forward(cudnnHandle_t handle, const Config& c) {
 std::unique_ptr<Plan> build_backward(cudnnHandle_t handle, const Config& c) {
   Graph g(handle);
   const Dims S = c.scores(), ST{c.B, c.H, c.Tk, c.Tq}, ST_strides{c.H * c.Tq * c.Tk, c.Tq * c.Tk, 1, c.Tk};
-  cudnnBackendDescriptor_t q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, {c.B, c.H, c.Tq, c.D}, strides_of(c.q_strides, false), false);
-  cudnnBackendDescriptor_t kt = g.tensor(kK, CUDNN_DATA_BFLOAT16, {c.B, c.H, c.D, c.Tk}, strides_of(c.k_strides, true), false);
-  cudnnBackendDescriptor_t vt = g.tensor(kV, CUDNN_DATA_BFLOAT16, {c.B, c.H, c.Dv, c.Tk}, strides_of(c.v_strides, true), false);
+  cudnnBackendDescriptor_t q = g.io(kQ, {c.B, c.H, c.Tq, c.D}, strides_of(c.q_strides, false));
+  cudnnBackendDescriptor_t kt = g.io(kK, {c.B, c.H, c.D, c.Tk}, strides_of(c.k_strides, true));
+  cudnnBackendDescriptor_t vt = g.io(kV, {c.B, c.H, c.Dv, c.Tk}, strides_of(c.v_strides, true));
   const Dims o_dims{c.B, c.H, c.Tq, c.Dv}, dq_dims{c.B, c.H, c.Tq, c.D};
   const Dims dk_dims{c.B, c.H, c.Tk, c.D}, dv_dims{c.B, c.H, c.Tk, c.Dv};
-  cudnnBackendDescriptor_t o = g.tensor(kO, CUDNN_DATA_BFLOAT16, o_dims, packed(o_dims), false);
-  cudnnBackendDescriptor_t d_o = g.tensor(kDO, CUDNN_DATA_BFLOAT16, o_dims, packed(o_dims), false);
+  cudnnBackendDescriptor_t o = g.io(kO, o_dims, packed(o_dims));
+  cudnnBackendDescriptor_t d_o = g.io(kDO, o_dims, packed(o_dims));
   cudnnBackendDescriptor_t stats = g.tensor(kStats, CUDNN_DATA_FLOAT, c.row_stats(), packed(c.row_stats()), false);
-  cudnnBackendDescriptor_t dq = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, dq_dims, packed(dq_dims), false);
-  cudnnBackendDescriptor_t dk = g.tensor(kDK, CUDNN_DATA_BFLOAT16, dk_dims, packed(dk_dims), false);
-  cudnnBackendDescriptor_t dv = g.tensor(kDV, CUDNN_DATA_BFLOAT16, dv_dims, packed(dv_dims), false);
+  cudnnBackendDescriptor_t dq = g.io(kDQ, dq_dims, packed(dq_dims));
+  cudnnBackendDescriptor_t dk = g.io(kDK, dk_dims, packed(dk_dims));
+  cudnnBackendDescriptor_t dv = g.io(kDV, dv_dims, packed(dv_dims));
   cudnnBackendDescriptor_t scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
   cudnnBackendDescriptor_t one = g.scalar(kOne, CUDNN_DATA_FLOAT);
   cudnnBackendDescriptor_t neg_inf = c.causal || c.padding ? g.scalar(kNegInf, CUDNN_DATA_FLOAT) : nullptr;
@@ -478,7 +481,7 @@ std::unique_ptr<Plan> build_backward(cudnnHandle_t handle, const Config& c) {
   s = g.pw_float(CUDNN_POINTWISE_MUL, S, s, scale);
   if (c.bias)
     s = g.pw_float(CUDNN_POINTWISE_ADD, S, s,
-                   g.tensor(kBias, CUDNN_DATA_BFLOAT16, c.bias_dims, c.bias_strides, false));
+                   g.io(kBias, c.bias_dims, c.bias_strides));
   if (c.padding) s = padding_mask(g, c, s, seq_q, seq_kv, neg_inf);
   s = g.pw_float(CUDNN_POINTWISE_SUB, S, s, stats);
   if (c.padding && cudnnGetVersion() >= 90000 && cudnnGetVersion() < 91000)
@@ -497,7 +500,7 @@ std::unique_ptr<Plan> build_backward(cudnnHandle_t handle, const Config& c) {
   cudnnBackendDescriptor_t ds =
       g.pw_float(CUDNN_POINTWISE_MUL, S, g.pw_float(CUDNN_POINTWISE_SUB, S, dp, softmax_sum), p);
   if (c.dbias)
-    g.reduction(CUDNN_REDUCE_TENSOR_ADD, ds, g.tensor(kDBias, CUDNN_DATA_BFLOAT16, c.bias_dims, c.dbias_strides, false));
+    g.reduction(CUDNN_REDUCE_TENSOR_ADD, ds, g.io(kDBias, c.bias_dims, c.dbias_strides));
   ds = g.pw_float(CUDNN_POINTWISE_MUL, S, ds, scale);
   cudnnBackendDescriptor_t dst = g.virt(CUDNN_DATA_BFLOAT16, ST, ST_strides);
   g.reshape(ds, dst);
@@ -592,8 +595,9 @@ ScoreBias score_bias(const AttentionArgs& a, int64_t want_b, int64_t want_h, int
   const double masked = cudnnGetVersion() < 91000 ? -3.3895313892515355e38 : -std::numeric_limits<double>::infinity();
   fill_strided(kCopyBF16, static_cast<char*>(r.scalars->ptr) + 2, &unit, one, masked, stream);
   const int64_t keep_strides[4] = {a.Tk, 0, 0, 1}, zero[4] = {0, 0, 0, 0};
-  where(EwDType::BF16, shape, r.scratch->ptr, r.strides.data(), a.key_keep, keep_strides, a.bias ? a.bias : r.scalars->ptr,
-        a.bias ? bs : zero, static_cast<char*>(r.scalars->ptr) + 2, zero, stream);
+  const void* kept = a.bias ? a.bias : r.scalars->ptr;
+  where(EwDType::BF16, shape, r.scratch->ptr, r.strides.data(), a.key_keep, keep_strides, kept, a.bias ? bs : zero,
+        static_cast<char*>(r.scalars->ptr) + 2, zero, stream);
   return r;
 }
 
@@ -669,11 +673,15 @@ void cudnn_attention_backward(const AttentionArgs& a, const void* out, const flo
                                                      device, stream);
   }
   // cuDNN writes dq, dk and dv together: scratch for the ones the caller does not want.
-  const size_t bf16 = 2;
   std::unique_ptr<DeviceBuffer> dq_tmp, dk_tmp, dv_tmp;
-  if (!dq) dq_tmp = std::make_unique<DeviceBuffer>(size_t(a.B * a.H * a.Tq * a.D) * bf16, device, stream), dq = dq_tmp->ptr;
-  if (!dk) dk_tmp = std::make_unique<DeviceBuffer>(size_t(a.B * a.H * a.Tk * a.D) * bf16, device, stream), dk = dk_tmp->ptr;
-  if (!dv) dv_tmp = std::make_unique<DeviceBuffer>(size_t(a.B * a.H * a.Tk * a.Dv) * bf16, device, stream), dv = dv_tmp->ptr;
+  auto scratch_if_null = [&](void*& p, std::unique_ptr<DeviceBuffer>& tmp, int64_t elements) {
+    if (p) return;
+    tmp = std::make_unique<DeviceBuffer>(size_t(elements) * 2, device, stream);
+    p = tmp->ptr;
+  };
+  scratch_if_null(dq, dq_tmp, a.B * a.H * a.Tq * a.D);
+  scratch_if_null(dk, dk_tmp, a.B * a.H * a.Tk * a.D);
+  scratch_if_null(dv, dv_tmp, a.B * a.H * a.Tk * a.Dv);
   DeviceBuffer softmax_sum(size_t(a.B * a.H * a.Tq) * sizeof(float), device, stream);
   std::unique_ptr<DeviceBuffer> dq_accum, seq_lens;
   if (!c.dbias) {

@@ -196,7 +196,9 @@ TEST(CudaAttentionCudnn, RefusesWhatItCannotTakeWithAClearError) {
   a.B = 2, a.H = 2, a.Tq = a.Tk = 16, a.D = a.Dv = 64, a.scale = 0.125;
   const int64_t st[3] = {2 * 16 * 64, 16 * 64, 64};
   for (int d = 0; d < 3; ++d) a.q_strides[d] = a.k_strides[d] = a.v_strides[d] = st[d];
-  auto forward = [](const cuda::AttentionArgs& x) { return [x] { cuda::attention_forward(x, nullptr, nullptr, nullptr); }; };
+  auto forward = [](const cuda::AttentionArgs& x) {
+    return [x] { cuda::attention_forward(x, nullptr, nullptr, nullptr); };
+  };
 
   cuda::AttentionArgs f32 = a;
   f32.dtype = cuda::EwDType::F32;
