@@ -368,6 +368,12 @@ struct Config {
     for (int d = 0; d < 4; ++d) k.insert(k.end(), {bias_dims[d], bias_strides[d], dbias_strides[d]});
     return k;
   }
+  std::string describe() const {
+    std::string d = "B " + std::to_string(B) + ", H " + std::to_string(H) + ", Tq " + std::to_string(Tq) + ", Tk " +
+                    std::to_string(Tk) + ", D " + std::to_string(D) + ", Dv " + std::to_string(Dv);
+    if (bias) d += ", bias [" + std::to_string(bias_dims[0]) + ", " + std::to_string(bias_dims[1]) + ", Tq, Tk]";
+    return d + (causal ? ", causal" : "") + (dbias ? ", dbias" : "") + (padding ? ", full-length padding mask" : "");
+  }
   Dims scores() const { return {B, H, Tq, Tk}; }
   Dims row_stats() const { return {B, H, Tq, 1}; }
 };
@@ -532,11 +538,19 @@ DeviceCudnn& device_cudnn(int device) {
   return states[device];
 }
 
+// The plan for key, built on first use; a failure names the configuration.
 template <class Build>
-const Plan& cached_plan(DeviceCudnn& st, const std::vector<int64_t>& key, Build&& build) {
+const Plan& cached_plan(DeviceCudnn& st, const std::vector<int64_t>& key, const Config& c, Build&& build) {
   if (!st.handle) cudnn_check(cudnnCreate(&st.handle), "cudnnCreate");
   auto it = st.plans.find(key);
-  if (it == st.plans.end()) it = st.plans.emplace(key, build(st.handle)).first;
+  if (it == st.plans.end()) {
+    try {
+      it = st.plans.emplace(key, build(st.handle)).first;
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(std::string(e.what()) + " [while building the " + (key[0] ? "backward" : "forward") +
+                               " plan for " + c.describe() + "]");
+    }
+  }
   return *it->second;
 }
 
@@ -634,7 +648,7 @@ void cudnn_attention_forward(const AttentionArgs& a, void* out, float* lse, cuda
   const Config c = config_for(a, bias);
   DeviceCudnn& st = device_cudnn(device);
   std::lock_guard<std::mutex> lock(st.mutex);
-  const Plan& plan = cached_plan(st, c.key(0, device), [&](cudnnHandle_t h) { return build_forward(h, c); });
+  const Plan& plan = cached_plan(st, c.key(0, device), c, [&](cudnnHandle_t h) { return build_forward(h, c); });
   float scale = float(a.scale), neg_inf = mask_value();
   std::vector<int64_t> uids{kQ, kK, kV, kO, kStats, kScale};
   std::vector<void*> ptrs{const_cast<void*>(a.q), const_cast<void*>(a.k), const_cast<void*>(a.v), out, lse, &scale};
@@ -699,7 +713,7 @@ void cudnn_attention_backward(const AttentionArgs& a, const void* out, const flo
   DeviceCudnn& st = device_cudnn(device);
   {
     std::lock_guard<std::mutex> lock(st.mutex);
-    const Plan& plan = cached_plan(st, c.key(1, device), [&](cudnnHandle_t h) { return build_backward(h, c); });
+    const Plan& plan = cached_plan(st, c.key(1, device), c, [&](cudnnHandle_t h) { return build_backward(h, c); });
     float scale = float(a.scale), neg_inf = mask_value(), one = 1.f;
     std::vector<int64_t> uids{kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kScale, kOne, kSoftmaxSum};
     std::vector<void*> ptrs{const_cast<void*>(a.q), const_cast<void*>(a.k), const_cast<void*>(a.v),
