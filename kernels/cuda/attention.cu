@@ -267,8 +267,8 @@ void by_dtype(EwDType dt, Fn&& fn) {
 
 }  // namespace
 
-void attention_forward(const AttentionArgs& a, void* out, float* lse, cudaStream_t stream) {
-  NvtxRange nvtx("vlp::cuda::attention_forward");
+void attention_forward_rows(const AttentionArgs& a, void* out, float* lse, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::attention_forward_rows");
   check_args(a);
   if (a.B * a.H * a.Tq == 0) return;
   const size_t shared = size_t(a.D + kThreads) * sizeof(float);
@@ -279,9 +279,9 @@ void attention_forward(const AttentionArgs& a, void* out, float* lse, cudaStream
   check_launch("attention_forward");
 }
 
-void attention_backward(const AttentionArgs& a, const void* out, const float* lse, const void* dout, void* dq,
-                        void* dk, void* dv, void* dbias, int64_t dbias_B, int64_t dbias_H, cudaStream_t stream) {
-  NvtxRange nvtx("vlp::cuda::attention_backward");
+void attention_backward_rows(const AttentionArgs& a, const void* out, const float* lse, const void* dout, void* dq,
+                             void* dk, void* dv, void* dbias, int64_t dbias_B, int64_t dbias_H, cudaStream_t stream) {
+  NvtxRange nvtx("vlp::cuda::attention_backward_rows");
   check_args(a);
   if (dbias && ((dbias_B != 1 && dbias_B != a.B) || (dbias_H != 1 && dbias_H != a.H)))
     throw std::runtime_error("cuda attention_backward: dbias batch/head dims must be 1 or B/H");

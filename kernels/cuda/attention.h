@@ -47,4 +47,26 @@ void attention_forward(const AttentionArgs& a, void* out, float* lse, cudaStream
 void attention_backward(const AttentionArgs& a, const void* out, const float* lse, const void* dout, void* dq,
                         void* dk, void* dv, void* dbias, int64_t dbias_B, int64_t dbias_H, cudaStream_t stream);
 
+// Which implementation attention_forward / attention_backward run (both always the same one, so the
+// backward reads the lse its own forward wrote):
+//   Rows  the block-per-row kernels of this file (attention_forward_rows / attention_backward_rows);
+//   Cudnn cuDNN's fused flash attention (attention_cudnn.h), for comparison: BF16 only, no dropout; a call
+//         it cannot take fails with a message naming the limit instead of falling back (a silent
+//         fallback would fake a timing comparison);
+//   Auto  the default choice (Rows for now).
+// The selection starts from the environment variable VLP_ATTENTION = auto | rows | cudnn, read once on
+// first use (another value is an error naming the variable and the allowed values); set_attention_impl
+// overrides it for the whole process (tests, benchmarks).
+enum class AttentionImpl { Auto, Rows, Cudnn };
+AttentionImpl attention_impl();
+void set_attention_impl(AttentionImpl impl);
+// "auto" / "rows" / "cudnn" (also "" = auto); anything else throws std::runtime_error naming VLP_ATTENTION.
+AttentionImpl parse_attention_impl(const char* value);
+const char* attention_impl_name(AttentionImpl impl);
+
+// The Rows implementation itself, whatever the selection.
+void attention_forward_rows(const AttentionArgs& a, void* out, float* lse, cudaStream_t stream);
+void attention_backward_rows(const AttentionArgs& a, const void* out, const float* lse, const void* dout, void* dq,
+                             void* dk, void* dv, void* dbias, int64_t dbias_B, int64_t dbias_H, cudaStream_t stream);
+
 }  // namespace vlp::cuda

@@ -1,0 +1,259 @@
+// The cuDNN attention (VLP_ATTENTION=cudnn, kernels/cuda/attention_cudnn.h) against kernels/cpu/attention:
+// BF16 inputs, odd Tq/Tk, causal / key padding / additive bias (broadcast over the batch as T5's, or per
+// batch) and their combinations, contiguous and [B, T, H, D]-strided inputs; forward out and lse, and
+// dq, dk, dv, dbias from the GPU's own forward. Then the same through autograd on permuted views. The
+// refusals (F32, head dims, dropout, causal with Tq != Tk, unaligned rows) happen before the device is
+// touched, so they run on machines without a GPU too, as does the VLP_ATTENTION parsing.
+#ifdef VLP_HAVE_CUDA
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "autograd/attention.h"
+#include "autograd/ops.h"
+#include "autograd/views.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_cudnn.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace vlp {
+namespace {
+
+using namespace cudatest;
+
+// Selects an attention implementation for the scope of a test and restores the previous one.
+struct ImplGuard {
+  explicit ImplGuard(cuda::AttentionImpl impl) : saved(cuda::attention_impl()) { cuda::set_attention_impl(impl); }
+  ~ImplGuard() { cuda::set_attention_impl(saved); }
+  cuda::AttentionImpl saved;
+};
+
+// A GPU test also needs a build with cuDNN; under VLP_REQUIRE_CUDA=1 its absence is a failure.
+#define VLP_REQUIRE_GPU_AND_CUDNN()                                                                   \
+  do {                                                                                                \
+    VLP_REQUIRE_GPU();                                                                                \
+    if (!cuda::cudnn_built()) {                                                                       \
+      if (cuda_required()) FAIL() << "VLP_REQUIRE_CUDA is set but vlpeft was built without cuDNN";    \
+      GTEST_SKIP() << "built without cuDNN";                                                          \
+    }                                                                                                 \
+  } while (0)
+
+struct Case {
+  int64_t B, H, Tq, Tk, D, Dv;
+  bool bthd;  // q, k, v stored [B, T, H, D] (strided heads) instead of [B, H, T, D]
+};
+
+void strides_for(const Case& s, int64_t T, int64_t D, int64_t out[3]) {
+  if (s.bthd) out[0] = T * s.H * D, out[1] = D, out[2] = s.H * D;
+  else out[0] = s.H * T * D, out[1] = T * D, out[2] = D;
+}
+
+// bias: 0 none, 1 [1, H, Tq, Tk] (T5), 2 [B, H, Tq, Tk].
+void run_case(const Case& s, bool causal, bool masked, int bias_kind) {
+  const DType dt = DType::BF16;
+  const std::string tag = std::string(causal ? " causal" : "") + (masked ? " key-mask" : "") +
+                          (bias_kind ? " bias" + std::to_string(bias_kind) : "") + " B " + std::to_string(s.B) +
+                          " Tq " + std::to_string(s.Tq) + " Tk " + std::to_string(s.Tk) + " D " +
+                          std::to_string(s.D) + (s.bthd ? " bthd" : "");
+  const int64_t bias_B = bias_kind == 2 ? s.B : 1;
+  Input q = make_input({s.B * s.H * s.Tq * s.D}, 301, dt), k = make_input({s.B * s.H * s.Tk * s.D}, 302, dt);
+  Input v = make_input({s.B * s.H * s.Tk * s.Dv}, 303, dt);
+  Input bias = make_input({bias_B * s.H * s.Tq * s.Tk}, 304, dt, -2, 2);
+  Input dout = make_input({s.B * s.H * s.Tq * s.Dv}, 305, dt);
+  // Key 0 is always kept, so no query row loses every key (unsupported by the cuDNN path).
+  std::vector<double> keep_v(static_cast<size_t>(s.B * s.Tk), 1.0);
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t j = 0; j < s.Tk; ++j)
+      keep_v[size_t(b * s.Tk + j)] = b % 2 == 0 ? (j % 4 == 1 ? 0.0 : 1.0) : (j % 3 == 2 || j > s.Tk - 5 ? 0.0 : 1.0);
+  Tensor keep_cpu = from_vector(keep_v, {s.B, s.Tk}, DType::Bool);
+  Tensor keep_dev = convert(keep_cpu, DType::Bool, gpu());
+
+  cpu::AttentionArgs<float> ca;
+  cuda::AttentionArgs ga;
+  ca.B = ga.B = s.B, ca.H = ga.H = s.H, ca.Tq = ga.Tq = s.Tq, ca.Tk = ga.Tk = s.Tk, ca.D = ga.D = s.D;
+  ca.Dv = ga.Dv = s.Dv;
+  ca.q = q.c(), ca.k = k.c(), ca.v = v.c();
+  ga.q = q.d(), ga.k = k.d(), ga.v = v.d(), ga.dtype = cuda::EwDType::BF16;
+  strides_for(s, s.Tq, s.D, ca.q_strides), strides_for(s, s.Tk, s.D, ca.k_strides);
+  strides_for(s, s.Tk, s.Dv, ca.v_strides);
+  for (int d = 0; d < 3; ++d)
+    ga.q_strides[d] = ca.q_strides[d], ga.k_strides[d] = ca.k_strides[d], ga.v_strides[d] = ca.v_strides[d];
+  const int64_t bias_strides[4] = {bias_B == 1 ? 0 : s.H * s.Tq * s.Tk, s.Tq * s.Tk, s.Tk, 1};
+  if (bias_kind) {
+    ca.bias = bias.c(), ga.bias = bias.d();
+    for (int d = 0; d < 4; ++d) ca.bias_strides[d] = ga.bias_strides[d] = bias_strides[d];
+  }
+  if (masked) ca.key_keep = keep_cpu.data<bool>(), ga.key_keep = keep_dev.data<bool>();
+  ca.causal = ga.causal = causal;
+  ca.scale = ga.scale = 1.0 / std::sqrt(double(s.D));
+
+  const int64_t rows = s.B * s.H * s.Tq;
+  std::vector<float> out_ref(static_cast<size_t>(rows * s.Dv)), lse_ref(static_cast<size_t>(rows));
+  cpu::attention_forward<float>(ca, out_ref.data(), lse_ref.data());
+  Tensor out = poisoned({rows * s.Dv}, dt), lse = gpu_f32(rows);
+  ImplGuard cudnn(cuda::AttentionImpl::Cudnn);
+  cuda::attention_forward(ga, out.data_ptr(), lse.data<float>(), stream());
+  EXPECT_TRUE(rel_close(to_vector(out), as_doubles(out_ref.data(), out_ref.size()), 1e-2, "out" + tag));
+  // cuDNN's stats are the natural-log LSE of the scaled, biased, masked scores, as ours.
+  EXPECT_TRUE(rel_close(to_vector(lse), as_doubles(lse_ref.data(), lse_ref.size()), 2e-3, "lse" + tag));
+
+  // Backward from the GPU's own forward output (rounded in BF16), as training would.
+  Tensor out_cpu = convert(out, DType::F32, Device::cpu());
+  std::vector<float> dq_ref(static_cast<size_t>(rows * s.D)), dk_ref(static_cast<size_t>(s.B * s.H * s.Tk * s.D));
+  std::vector<float> dv_ref(static_cast<size_t>(s.B * s.H * s.Tk * s.Dv));
+  std::vector<float> dbias_ref(static_cast<size_t>(bias_B * s.H * s.Tq * s.Tk), 0.f);
+  cpu::attention_backward<float>(ca, out_cpu.data<float>(), lse_ref.data(), dout.c(), dq_ref.data(), dk_ref.data(),
+                                 dv_ref.data(), bias_kind ? dbias_ref.data() : nullptr, bias_strides);
+  Tensor dq = poisoned({rows * s.D}, dt), dk = poisoned({s.B * s.H * s.Tk * s.D}, dt);
+  Tensor dv = poisoned({s.B * s.H * s.Tk * s.Dv}, dt), dbias = poisoned({bias_B * s.H * s.Tq * s.Tk}, dt);
+  cuda::attention_backward(ga, out.data_ptr(), lse.data<float>(), dout.d(), dq.data_ptr(), dk.data_ptr(),
+                           dv.data_ptr(), bias_kind ? dbias.data_ptr() : nullptr, bias_B, s.H, stream());
+  EXPECT_TRUE(rel_close(to_vector(dq), as_doubles(dq_ref.data(), dq_ref.size()), 1e-2, "dq" + tag));
+  EXPECT_TRUE(rel_close(to_vector(dk), as_doubles(dk_ref.data(), dk_ref.size()), 1e-2, "dk" + tag));
+  EXPECT_TRUE(rel_close(to_vector(dv), as_doubles(dv_ref.data(), dv_ref.size()), 1e-2, "dv" + tag));
+  if (bias_kind) {
+    EXPECT_TRUE(rel_close(to_vector(dbias), as_doubles(dbias_ref.data(), dbias_ref.size()), 1e-2, "dbias" + tag));
+  }
+}
+
+TEST(CudaAttentionCudnn, CrossAttentionWithOddLengthsEveryMaskAndBias) {
+  VLP_REQUIRE_GPU_AND_CUDNN();
+  for (const Case& s : {Case{2, 3, 37, 45, 64, 64, false}, Case{2, 2, 33, 21, 32, 32, true}})
+    for (bool masked : {false, true})
+      for (int bias_kind : {0, 1, 2}) run_case(s, false, masked, bias_kind);
+}
+
+TEST(CudaAttentionCudnn, CausalSelfAttentionEveryMaskAndBias) {
+  VLP_REQUIRE_GPU_AND_CUDNN();
+  for (const Case& s : {Case{2, 3, 77, 77, 64, 64, true}, Case{1, 2, 130, 130, 128, 128, false}})
+    for (bool masked : {false, true})
+      for (int bias_kind : {0, 1}) run_case(s, true, masked, bias_kind);
+}
+
+TEST(CudaAttentionCudnn, AlignedLengthsWritesDbiasInPlace) {
+  VLP_REQUIRE_GPU_AND_CUDNN();
+  run_case({2, 2, 128, 256, 64, 64, false}, false, false, 1);  // dbias [1, H, ...] straight from cuDNN
+  run_case({2, 2, 64, 64, 16, 16, false}, true, false, 2);     // per-batch bias, causal
+}
+
+// Through autograd: [B, T, H, D] projections permuted to [B, H, T, D] (strided heads read in place), GPT-2
+// (causal) and T5 (a trained bias [1, H, T, T], key padding) against the CPU.
+TEST(CudaAttentionCudnn, AutogradMatchesTheCpu) {
+  VLP_REQUIRE_GPU_AND_CUDNN();
+  ImplGuard cudnn(cuda::AttentionImpl::Cudnn);
+  const int64_t B = 2, T = 29, H = 3, D = 16;
+  std::vector<double> mv(static_cast<size_t>(B * T), 1.0);
+  for (int64_t j = 21; j < T; ++j) mv[size_t(T + j)] = 0.0;  // batch 1: the last keys are padding
+  Tensor mask = from_vector(mv, {B, T}, DType::Bool);
+  const DType dt = DType::BF16;
+  for (bool t5 : {false, true}) {
+    Input q = make_input({B, T, H, D}, 321, dt), k = make_input({B, T, H, D}, 322, dt);
+    Input v = make_input({B, T, H, D}, 323, dt), bias = make_input({1, H, T, T}, 324, dt);
+    auto run = [&](Device dev) {
+      Tensor qs = convert(q.cpu, dt, dev), ks = convert(k.cpu, dt, dev), vs = convert(v.cpu, dt, dev);
+      Tensor bs = convert(bias.cpu, dt, dev);
+      for (Tensor* t : {&qs, &ks, &vs, &bs}) t->set_requires_grad(true);
+      AttentionOptions o;
+      o.causal = !t5;
+      if (t5) o.bias = bs, o.scale = 1.0, o.key_padding_mask = convert(mask, DType::Bool, dev);
+      Tensor y = scaled_dot_product_attention(permute(qs, {0, 2, 1, 3}), permute(ks, {0, 2, 1, 3}),
+                                              permute(vs, {0, 2, 1, 3}), o);
+      backward(sum(mul(y, y)));
+      std::vector<Tensor> r{y, qs.grad(), ks.grad(), vs.grad()};
+      if (t5) r.push_back(bs.grad());
+      return r;
+    };
+    std::vector<Tensor> c = run(Device::cpu()), g = run(gpu());
+    const char* names[] = {"out", "dq", "dk", "dv", "dbias"};
+    for (size_t i = 0; i < c.size(); ++i)
+      EXPECT_TRUE(rel_close(g[i], c[i], 3e-2, std::string(names[i]) + (t5 ? " t5" : " causal")));
+  }
+}
+
+// Expects fn to throw std::runtime_error whose message contains `part` (or, in a build without cuDNN,
+// the "built without cuDNN" message).
+template <class Fn>
+void expect_refusal(Fn&& fn, const std::string& part) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one mentioning '" << part << "'";
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    const std::string want = cuda::cudnn_built() ? part : "built without cuDNN";
+    EXPECT_NE(msg.find(want), std::string::npos) << msg;
+    EXPECT_NE(msg.find("VLP_ATTENTION"), std::string::npos) << msg;
+  }
+}
+
+// Runs without a GPU: every refusal comes before the device is touched (null pointers never read).
+TEST(CudaAttentionCudnn, RefusesWhatItCannotTakeWithAClearError) {
+  ImplGuard cudnn(cuda::AttentionImpl::Cudnn);
+  cuda::AttentionArgs a;
+  a.dtype = cuda::EwDType::BF16;
+  a.B = 2, a.H = 2, a.Tq = a.Tk = 16, a.D = a.Dv = 64, a.scale = 0.125;
+  const int64_t st[3] = {2 * 16 * 64, 16 * 64, 64};
+  for (int d = 0; d < 3; ++d) a.q_strides[d] = a.k_strides[d] = a.v_strides[d] = st[d];
+  auto forward = [](const cuda::AttentionArgs& x) {
+    return [x] { cuda::attention_forward(x, nullptr, nullptr, nullptr); };
+  };
+
+  cuda::AttentionArgs f32 = a;
+  f32.dtype = cuda::EwDType::F32;
+  expect_refusal(forward(f32), "BF16");
+  cuda::AttentionArgs odd_head = a;
+  odd_head.D = odd_head.Dv = 12;
+  expect_refusal(forward(odd_head), "multiples of 8 up to 128");
+  cuda::AttentionArgs big_head = a;
+  big_head.D = 256;
+  expect_refusal(forward(big_head), "multiples of 8 up to 128");
+  cuda::AttentionArgs dropout = a;
+  dropout.dropout_p = 0.1;
+  expect_refusal(forward(dropout), "dropout");
+  cuda::AttentionArgs causal_cross = a;
+  causal_cross.causal = true, causal_cross.Tq = 8;
+  expect_refusal(forward(causal_cross), "Tq == Tk");
+  cuda::AttentionArgs unaligned = a;
+  unaligned.k_strides[2] = 68, unaligned.k_strides[1] = 16 * 68;
+  expect_refusal(forward(unaligned), "multiples of 8 elements");
+  cuda::AttentionArgs tiny = a;
+  tiny.Tq = tiny.Tk = 1;
+  expect_refusal([tiny] { cuda::attention_backward(tiny, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                   nullptr, 1, 1, nullptr); },
+                 "Tq = Tk = 1");
+}
+
+TEST(CudaAttentionSelection, ParsesVlpAttention) {
+  EXPECT_EQ(cuda::parse_attention_impl(nullptr), cuda::AttentionImpl::Auto);
+  EXPECT_EQ(cuda::parse_attention_impl(""), cuda::AttentionImpl::Auto);
+  EXPECT_EQ(cuda::parse_attention_impl("auto"), cuda::AttentionImpl::Auto);
+  EXPECT_EQ(cuda::parse_attention_impl("rows"), cuda::AttentionImpl::Rows);
+  EXPECT_EQ(cuda::parse_attention_impl("cudnn"), cuda::AttentionImpl::Cudnn);
+  for (const char* bad : {"CUDNN", "flash", "rows "}) {
+    try {
+      cuda::parse_attention_impl(bad);
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const std::runtime_error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("VLP_ATTENTION"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(bad), std::string::npos) << msg;
+      EXPECT_NE(msg.find("auto, rows, cudnn"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_STREQ(cuda::attention_impl_name(cuda::AttentionImpl::Cudnn), "cudnn");
+  {
+    ImplGuard rows(cuda::AttentionImpl::Rows);
+    EXPECT_EQ(cuda::attention_impl(), cuda::AttentionImpl::Rows);
+    {
+      ImplGuard cudnn(cuda::AttentionImpl::Cudnn);
+      EXPECT_EQ(cuda::attention_impl(), cuda::AttentionImpl::Cudnn);
+    }
+    EXPECT_EQ(cuda::attention_impl(), cuda::AttentionImpl::Rows);
+  }
+}
+
+}  // namespace
+}  // namespace vlp
+#endif  // VLP_HAVE_CUDA
