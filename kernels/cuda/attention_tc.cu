@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
   tc::cp_async_commit();
 
   float o[kDt][4];
-#pragma unroll
+VLP_UNROLL
   for (int n = 0; n < kDt; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows row0, row0 + 8; l: this lane's columns only
   uint32_t qf[kD / 16][4];
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
     }
     __syncthreads();
     if (it == 0) {
-#pragma unroll
+VLP_UNROLL
       for (int kk = 0; kk < kD / 16; ++kk) tc::frag_a(qf[kk], sQ, kLd, warp * 16, kk * 16, lane);
     }
     const bf16* k_s = sK + buf * kFwdKeys * kLd;
@@ -94,12 +94,12 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
 
     // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
     float s[kNt][4];
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
+VLP_UNROLL
     for (int kk = 0; kk < kD / 16; ++kk) {
       if (kk * 16 >= D) break;
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kNt; ++n) {
         uint32_t b[2];
         tc::frag_b_nk(b, k_s, kLd, n * 8, kk * 16, lane);
@@ -109,15 +109,15 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
 
     // Scores, masks and the online softmax. Element e of tile n: row row0 + 8 (e / 2), key j0 + 8n + 2t + e % 2.
     float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
       for (int e = 0; e < 4; ++e) {
         s[n][e] = tc::masked_score(a, hd, s[n][e], row0 + 8 * (e >> 1), j0 + n * 8 + 2 * t + (e & 1));
         mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
       }
     float base[2];
-#pragma unroll
+VLP_UNROLL
     for (int r = 0; r < 2; ++r) {  // the 4 lanes of a quad hold one row between them
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
@@ -126,21 +126,21 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
       const float alpha = exp2f((m[r] - base[r]) * tc::kLog2e);  // 0 while m was -inf
       m[r] = m_new;
       l[r] *= alpha;
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kDt; ++n) o[n][2 * r] *= alpha, o[n][2 * r + 1] *= alpha;
     }
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
       for (int e = 0; e < 4; ++e) {
         const float p = exp2f((s[n][e] - base[e >> 1]) * tc::kLog2e);
         l[e >> 1] += p;
         s[n][e] = p;
       }
     if (a.dropout_p > 0.0) {  // the sum above is before dropout, as in the CPU's softmax
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
         for (int r = 0; r < 2; ++r) {
           const int i = row0 + 8 * r, j = j0 + n * 8 + 2 * t;
           if (i < Tq && j < Tk) {
@@ -152,11 +152,11 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
     }
 
     // O += P V: P from the score registers (keys as k), V's B fragments by ldmatrix.trans.
-#pragma unroll
+VLP_UNROLL
     for (int kk = 0; kk < kFwdKeys / 16; ++kk) {
       uint32_t pa[4];
       tc::pack_a_from_c(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kDt; n += 2) {
         if (n * 8 >= D) break;
         uint32_t b0[2], b1[2];
@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
   }
   tc::cp_async_wait<0>();  // nothing may be in flight at exit (n_tiles == 0 leaves Q's copy pending)
 
-#pragma unroll
+VLP_UNROLL
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
     if (i >= Tq) continue;
     const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
     bf16* orow = out + (bh * Tq + i) * int64_t(D);
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kDt; ++n) {
       const int col = n * 8 + 2 * t;
       if (col < D) *reinterpret_cast<uint32_t*>(orow + col) = tc::pack_bf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
@@ -188,6 +188,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
 
 bool stride_ok(int64_t stride, int64_t extent) { return extent <= 1 || stride % 8 == 0; }
 
+#ifndef VLP_ATTENTION_TC_HOST_SIM  // launches: the host simulation runs the kernels itself
 template <int kD>
 void launch_forward(const AttentionArgs& a, void* out, float* lse, cudaStream_t stream) {
   const int n_qtiles = int((a.Tq + kFwdRows - 1) / kFwdRows);
@@ -198,6 +199,7 @@ void launch_forward(const AttentionArgs& a, void* out, float* lse, cudaStream_t 
       a, static_cast<bf16*>(out), lse, n_qtiles);
   check_launch("attention_forward_tc");
 }
+#endif
 
 }  // namespace
 
@@ -216,6 +218,7 @@ bool attention_tc_supported(const AttentionArgs& a) {
   return true;
 }
 
+#ifndef VLP_ATTENTION_TC_HOST_SIM
 void attention_forward_tc(const AttentionArgs& a, void* out, float* lse, cudaStream_t stream) {
   NvtxRange nvtx("vlp::cuda::attention_forward_tc");
   if (!attention_tc_supported(a))
@@ -226,5 +229,7 @@ void attention_forward_tc(const AttentionArgs& a, void* out, float* lse, cudaStr
   if (a.D <= 64) launch_forward<64>(a, out, lse, stream);
   else launch_forward<128>(a, out, lse, stream);
 }
+
+#endif  // VLP_ATTENTION_TC_HOST_SIM
 
 }  // namespace vlp::cuda

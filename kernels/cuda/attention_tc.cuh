@@ -22,9 +22,27 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/philox.h"
 
+// Full unrolling of the fragment loops (their arrays must stay in registers); nothing in the host simulation.
+#ifdef VLP_ATTENTION_TC_HOST_SIM
+#define VLP_UNROLL
+#else
+#define VLP_UNROLL _Pragma("unroll")
+#endif
+
 namespace vlp::cuda::tc {
 
 using bf16 = __nv_bfloat16;
+
+#ifdef VLP_ATTENTION_TC_HOST_SIM
+// Compiled as host C++ by tests/cuda/test_cuda_attention_tc_sim.cpp, which runs these kernels on the CPU
+// (one coroutine per thread) and defines these emulations of the warp-collective instructions from the
+// PTX ISA's layout tables, independently of the helpers below.
+void sim_mma_bf16(float c[4], const uint32_t a[4], const uint32_t b[2]);
+void sim_ldmatrix_x4_trans(uint32_t r[4], const void* row_address);
+void sim_cp_async16(void* smem, const void* gmem, bool valid);
+void sim_cp_async_commit();
+void sim_cp_async_wait(int pending);
+#endif
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
@@ -39,10 +57,14 @@ __host__ __device__ constexpr int ld_of() {
 
 // c += a b for one 16 x 8 x 16 tile.
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#ifdef VLP_ATTENTION_TC_HOST_SIM
+  sim_mma_bf16(c, a, b);
+#else
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 __device__ __forceinline__ uint32_t lds32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
@@ -80,7 +102,11 @@ __device__ __forceinline__ void frag_b_nk(uint32_t b[2], const bf16* s, int ld, 
 // -DVLP_ATTENTION_TC_NO_LDMATRIX reads the same elements with 16-bit loads (a debugging fallback).
 __device__ __forceinline__ void frag_b_kn_x2(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int k0, int n0,
                                              int lane) {
-#ifndef VLP_ATTENTION_TC_NO_LDMATRIX
+#if defined(VLP_ATTENTION_TC_HOST_SIM) && !defined(VLP_ATTENTION_TC_NO_LDMATRIX)
+  uint32_t r[4];
+  sim_ldmatrix_x4_trans(r, s + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8);
+  b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
+#elif !defined(VLP_ATTENTION_TC_NO_LDMATRIX)
   const bf16* p = s + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8;
   const uint32_t addr = uint32_t(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -105,6 +131,14 @@ __device__ __forceinline__ void pack_a_from_c(uint32_t a[4], const float c_lo[4]
 }
 
 // 16-byte asynchronous copy global -> shared; with valid false nothing is read and the 16 bytes are zeroed.
+#ifdef VLP_ATTENTION_TC_HOST_SIM
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) { sim_cp_async16(smem, gmem, valid); }
+__device__ __forceinline__ void cp_async_commit() { sim_cp_async_commit(); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  sim_cp_async_wait(kPending);
+}
+#else
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const uint32_t s = uint32_t(__cvta_generic_to_shared(smem));
   const int n = valid ? 16 : 0;
@@ -115,6 +149,7 @@ template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
+#endif
 
 // Zeroes n bf16 elements (a multiple of 8) of 16-byte aligned shared memory.
 __device__ __forceinline__ void zero_shared(bf16* s, int n) {

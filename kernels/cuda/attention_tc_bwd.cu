@@ -106,9 +106,9 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dkv_kernel(AttentionArg
   tc::cp_async_commit();
 
   float acc_k[kDt][4], acc_v[kDt][4];
-#pragma unroll
+VLP_UNROLL
   for (int n = 0; n < kDt; ++n)
-#pragma unroll
+VLP_UNROLL
     for (int e = 0; e < 4; ++e) acc_k[n][e] = acc_v[n][e] = 0.f;
   const int key0 = k0 + warp * 16 + (lane >> 2);  // this lane's keys: key0 and key0 + 8
 
@@ -130,17 +130,17 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dkv_kernel(AttentionArg
 
     // S^T = K Q^T and dPd^T = V dO^T for this warp's 16 keys and the tile's queries.
     float st[kNt][4], dpt[kNt][4];
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
       for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
-#pragma unroll
+VLP_UNROLL
     for (int kk = 0; kk < kD / 16; ++kk) {
       if (kk * 16 >= D) break;
       uint32_t ak[4], av[4];
       tc::frag_a(ak, sK, kLd, warp * 16, kk * 16, lane);
       tc::frag_a(av, sV, kLd, warp * 16, kk * 16, lane);
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kNt; ++n) {
         uint32_t b[2];
         tc::frag_b_nk(b, q_s, kLd, n * 8, kk * 16, lane);
@@ -150,9 +150,9 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dkv_kernel(AttentionArg
       }
     }
     // Element e of tile n: key key0 + 8 (e / 2), query i0 + 8n + 2t + e % 2. st becomes P f, dpt dS.
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int c = n * 8 + 2 * t + (e & 1), i = i0 + c, j = key0 + 8 * (e >> 1);
         const float sc = tc::masked_score(a, hd, st[n][e], i, j);
@@ -163,12 +163,12 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dkv_kernel(AttentionArg
         dpt[n][e] = p * (dpt[n][e] * f - d_s[c]);
       }
     // dV += (P f)^T dO and dK += dS^T Q: A from registers (queries as k), B by ldmatrix.trans.
-#pragma unroll
+VLP_UNROLL
     for (int kk = 0; kk < kBq / 16; ++kk) {
       uint32_t pa[4], sa[4];
       tc::pack_a_from_c(pa, st[2 * kk], st[2 * kk + 1]);
       tc::pack_a_from_c(sa, dpt[2 * kk], dpt[2 * kk + 1]);
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kDt; n += 2) {
         if (n * 8 >= D) break;
         uint32_t b0[2], b1[2];
@@ -185,12 +185,12 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dkv_kernel(AttentionArg
   tc::cp_async_wait<0>();  // K and V's copies are still pending when no query tile sees this key tile
 
   const float scale = float(a.scale);
-#pragma unroll
+VLP_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int j = key0 + 8 * r;
     if (j >= Tk) continue;
     const int64_t base = (bh * Tk + j) * int64_t(D);
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kDt; ++n) {
       const int col = n * 8 + 2 * t;
       if (col >= D) continue;
@@ -238,14 +238,14 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dq_kernel(AttentionArgs
 
   const int row0 = q0 + warp * 16 + (lane >> 2);  // this lane's rows: row0 and row0 + 8
   float lse_r[2], delta_r[2];
-#pragma unroll
+VLP_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int i = row0 + 8 * r;
     lse_r[r] = i < Tq ? lse[bh * Tq + i] : -INFINITY;
     delta_r[r] = i < Tq ? delta[bh * Tq + i] : 0.f;
   }
   float acc[kDt][4];
-#pragma unroll
+VLP_UNROLL
   for (int n = 0; n < kDt; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
   for (int it = 0; it < n_tiles; ++it) {
@@ -266,17 +266,17 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dq_kernel(AttentionArgs
 
     // S = Q K^T and dPd = dO V^T for this warp's 16 rows.
     float s[kNt][4], dp[kNt][4];
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
       for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
-#pragma unroll
+VLP_UNROLL
     for (int kk = 0; kk < kD / 16; ++kk) {
       if (kk * 16 >= D) break;
       uint32_t aq[4], ao[4];
       tc::frag_a(aq, sQ, kLd, warp * 16, kk * 16, lane);
       tc::frag_a(ao, sO, kLd, warp * 16, kk * 16, lane);
-#pragma unroll
+VLP_UNROLL
       for (int n = 0; n < kNt; ++n) {
         uint32_t b[2];
         tc::frag_b_nk(b, k_s, kLd, n * 8, kk * 16, lane);
@@ -286,14 +286,14 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dq_kernel(AttentionArgs
       }
     }
     // dS = P (dPd f - delta). Element e of tile n: row row0 + 8 (e / 2), key j0 + 8n + 2t + e % 2.
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kNt; ++n)
-#pragma unroll
+VLP_UNROLL
       for (int r = 0; r < 2; ++r) {
         const int i = row0 + 8 * r, j = j0 + n * 8 + 2 * t;
         float f[2] = {1.f, 1.f};
         if (a.dropout_p > 0.0 && i < Tq && j < Tk) tc::dropout_factor2(a, bh, i, j, f[0], f[1]);
-#pragma unroll
+VLP_UNROLL
         for (int c = 0; c < 2; ++c) {
           const int e = 2 * r + c;
           const float sc = tc::masked_score(a, hd, s[n][e], i, j + c);
@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dq_kernel(AttentionArgs
         }
         if (want_ds && i < Tq) {
           const int64_t at = (bh * Tq + i) * int64_t(Tk) + j;
-#pragma unroll
+VLP_UNROLL
           for (int c = 0; c < 2; ++c) {
             if (j + c >= Tk) continue;
             if (ds_scratch) ds_scratch[at + c] = s[n][2 * r + c];
@@ -312,11 +312,11 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dq_kernel(AttentionArgs
       }
     // dQ += dS K: dS from registers (keys as k), K's B fragments by ldmatrix.trans.
     if (dq) {
-#pragma unroll
+VLP_UNROLL
       for (int kk = 0; kk < kDqKeys / 16; ++kk) {
         uint32_t sa[4];
         tc::pack_a_from_c(sa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
+VLP_UNROLL
         for (int n = 0; n < kDt; n += 2) {
           if (n * 8 >= D) break;
           uint32_t b0[2], b1[2];
@@ -332,12 +332,12 @@ __global__ void __launch_bounds__(kThreads) attention_tc_dq_kernel(AttentionArgs
 
   if (!dq) return;
   const float scale = float(a.scale);
-#pragma unroll
+VLP_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int i = row0 + 8 * r;
     if (i >= Tq) continue;
     bf16* qrow = dq + (bh * Tq + i) * int64_t(D);
-#pragma unroll
+VLP_UNROLL
     for (int n = 0; n < kDt; ++n) {
       const int col = n * 8 + 2 * t;
       if (col < D) *reinterpret_cast<uint32_t*>(qrow + col) = tc::pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
@@ -358,6 +358,8 @@ __global__ void attention_tc_dbias_kernel(const float* ds, int64_t B, int64_t H,
     dbias[e] = __float2bfloat16_rn(s);
   }
 }
+
+#ifndef VLP_ATTENTION_TC_HOST_SIM  // launches: the host simulation runs the kernels itself
 
 template <int kD>
 void launch_backward(const AttentionArgs& a, const bf16* out, const float* lse, const bf16* dout, bf16* dq, bf16* dk,
@@ -389,8 +391,11 @@ void launch_backward(const AttentionArgs& a, const bf16* out, const float* lse, 
 }
 
 bool aligned4(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 3u) == 0; }
+#endif  // VLP_ATTENTION_TC_HOST_SIM
 
 }  // namespace
+
+#ifndef VLP_ATTENTION_TC_HOST_SIM
 
 void attention_backward_tc(const AttentionArgs& a, const void* out, const float* lse, const void* dout, void* dq,
                            void* dk, void* dv, void* dbias, int64_t dbias_B, int64_t dbias_H, cudaStream_t stream) {
@@ -423,5 +428,7 @@ void attention_backward_tc(const AttentionArgs& a, const void* out, const float*
     check_launch("attention_backward_tc dbias");
   }
 }
+
+#endif  // VLP_ATTENTION_TC_HOST_SIM
 
 }  // namespace vlp::cuda
