@@ -12,6 +12,7 @@
 #include "autograd/ops.h"
 #include "kernels/cuda/allocator.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/lora.h"
 #include "kernels/cuda/misc.h"
@@ -233,8 +234,10 @@ BENCHMARK(BM_Dropout)->Arg(1 << 27)->UseManualTime()->Unit(benchmark::kMicroseco
 
 // Attention forward + backward, bf16, [B, H, T, 64]: GPT-2 small (causal, T = 1024) and T5-base (relative
 // position bias broadcast over the batch, key padding, T = 512). FLOPs counted as in FlashAttention:
-// 4 B H T^2 D forward (halved when causal), 2.5x that for the backward.
-void BM_AttentionFwdBwd(benchmark::State& state) {
+// 4 B H T^2 D forward (halved when causal), 2.5x that for the backward. BM_AttentionFwdBwd runs the
+// block-per-row kernels (attention.h), BM_AttentionFwdBwdTc the tensor-core ones (attention_tc.h) on the
+// same shapes and FLOP count.
+void attention_fwd_bwd(benchmark::State& state, bool tc) {
   if (!have_gpu(state)) return;
   const int64_t B = 8, H = 12, T = state.range(0), D = 64;
   const bool t5 = state.range(1) != 0;
@@ -260,14 +263,23 @@ void BM_AttentionFwdBwd(benchmark::State& state) {
     a.causal = true;
   }
   double sec = time_it(state, [&] {
-    cuda::attention_forward(a, out.ptr, static_cast<float*>(lse.ptr), Buf::s());
-    cuda::attention_backward(a, out.ptr, static_cast<const float*>(lse.ptr), dout.ptr, dq.ptr, dk.ptr, dv.ptr,
-                             t5 ? dbias.ptr : nullptr, 1, H, Buf::s());
+    if (tc) {
+      cuda::attention_forward_tc(a, out.ptr, static_cast<float*>(lse.ptr), Buf::s());
+      cuda::attention_backward_tc(a, out.ptr, static_cast<const float*>(lse.ptr), dout.ptr, dq.ptr, dk.ptr, dv.ptr,
+                                  t5 ? dbias.ptr : nullptr, 1, H, Buf::s());
+    } else {
+      cuda::attention_forward(a, out.ptr, static_cast<float*>(lse.ptr), Buf::s());
+      cuda::attention_backward(a, out.ptr, static_cast<const float*>(lse.ptr), dout.ptr, dq.ptr, dk.ptr, dv.ptr,
+                               t5 ? dbias.ptr : nullptr, 1, H, Buf::s());
+    }
   });
   const double fwd = 4.0 * B * H * T * T * D * (t5 ? 1.0 : 0.5);
   report_flops(state, fwd * 3.5, sec);
 }
+void BM_AttentionFwdBwd(benchmark::State& state) { attention_fwd_bwd(state, false); }
+void BM_AttentionFwdBwdTc(benchmark::State& state) { attention_fwd_bwd(state, true); }
 BENCHMARK(BM_AttentionFwdBwd)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttentionFwdBwdTc)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // The fused LoRA forward at the kernel level, no autograd (bf16, 8192 tokens, 768 -> 768, r = 16, dropout
 // 0.1): the base GEMM alone (arg 0), or with lora_down_dropout and the up-projection accumulated into its

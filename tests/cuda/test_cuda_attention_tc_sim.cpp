@@ -508,6 +508,7 @@ TEST(CudaAttentionTcSim, ForwardAndBackwardOnTheCpu) {
   run_sim({3, 1, 77, 131, 64, true, false, false, false, 0.2});
   run_sim({3, 1, 77, 131, 64, true, true, false, false, 0.0});
   run_sim({3, 1, 77, 131, 64, false, false, true, false, 0.2});
+  run_sim({2, 1, 150, 70, 64, true, true, true, false, 0.1});  // 3 query tiles for the dK/dV pass, Tq > Tk
 }
 
 TEST(CudaAttentionTcSim, HeadDimsSingleRowsAndShiftedCausal) {
