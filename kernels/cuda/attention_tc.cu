@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kThreads) attention_tc_forward_kernel(Attentio
   constexpr int kLd = tc::ld_of<kD>(), kNt = kFwdKeys / 8, kDt = kD / 8;
   static_assert(kD % 16 == 0 && kD <= 128, "head dim tile: a multiple of 16 up to 128");
   static_assert(kFwdRows == 16 * tc::kWarps, "each warp owns 16 query rows");
-  static_assert(kFwdKeys % 16 == 0, "key tiles in 16-key mma steps");
+  static_assert(kFwdKeys % 16 == 0, "key tiles in 16-key mma steps (and pairs of 8-key B fragments)");
   static_assert(kDt % 2 == 0, "P V loads two 8-column B fragments at a time");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kFwdRows][kLd]
@@ -100,10 +100,11 @@ VLP_UNROLL
     for (int kk = 0; kk < kD / 16; ++kk) {
       if (kk * 16 >= D) break;
 VLP_UNROLL
-      for (int n = 0; n < kNt; ++n) {
-        uint32_t b[2];
-        tc::frag_b_nk(b, k_s, kLd, n * 8, kk * 16, lane);
-        tc::mma_bf16(s[n], qf[kk], b);
+      for (int n = 0; n < kNt; n += 2) {
+        uint32_t b0[2], b1[2];
+        tc::frag_b_nk_x2(b0, b1, k_s, kLd, n * 8, kk * 16, lane);
+        tc::mma_bf16(s[n], qf[kk], b0);
+        tc::mma_bf16(s[n + 1], qf[kk], b1);
       }
     }
 

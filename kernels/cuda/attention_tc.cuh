@@ -38,6 +38,7 @@ using bf16 = __nv_bfloat16;
 // (one coroutine per thread) and defines these emulations of the warp-collective instructions from the
 // PTX ISA's layout tables, independently of the helpers below.
 void sim_mma_bf16(float c[4], const uint32_t a[4], const uint32_t b[2]);
+void sim_ldmatrix_x4(uint32_t r[4], const void* row_address);
 void sim_ldmatrix_x4_trans(uint32_t r[4], const void* row_address);
 void sim_cp_async16(void* smem, const void* gmem, bool valid);
 void sim_cp_async_commit();
@@ -78,41 +79,75 @@ __device__ __forceinline__ uint32_t pack_bf16(bf16 lo, bf16 hi) {
   return uint32_t(__bfloat16_as_ushort(lo)) | (uint32_t(__bfloat16_as_ushort(hi)) << 16);
 }
 
-// A fragment of rows r0..r0+15, cols k0..k0+15 of a row-major shared matrix with row length ld.
+// Four 8 x 8 b16 matrices from shared memory, lane 8m + r giving the address of row r of matrix m (16-byte
+// aligned): register m receives, in lane L, elements (L / 4, 2 (L % 4)) and (L / 4, 2 (L % 4) + 1) of matrix
+// m, or with .trans elements (2 (L % 4), L / 4) and (2 (L % 4) + 1, L / 4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16* row_address) {
+#ifdef VLP_ATTENTION_TC_HOST_SIM
+  sim_ldmatrix_x4(r, row_address);
+#else
+  const uint32_t addr = uint32_t(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16* row_address) {
+#ifdef VLP_ATTENTION_TC_HOST_SIM
+  sim_ldmatrix_x4_trans(r, row_address);
+#else
+  const uint32_t addr = uint32_t(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+#endif
+}
+
+// A fragment of rows r0..r0+15, cols k0..k0+15 of a row-major shared matrix with row length ld: matrices
+// (rows r0.., cols k0..), (r0 + 8.., k0..), (r0.., k0 + 8..), (r0 + 8.., k0 + 8..) are registers 0-3.
+// -DVLP_ATTENTION_TC_NO_LDMATRIX reads the same elements with plain loads here and below (a debugging
+// fallback, also exercised by the host simulation).
 __device__ __forceinline__ void frag_a(uint32_t a[4], const bf16* s, int ld, int r0, int k0, int lane) {
+#ifndef VLP_ATTENTION_TC_NO_LDMATRIX
+  ldmatrix_x4(a, s + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + k0 + (lane >> 4) * 8);
+#else
   const bf16* p = s + (r0 + (lane >> 2)) * ld + k0 + 2 * (lane & 3);
   a[0] = lds32(p);
   a[1] = lds32(p + 8 * ld);
   a[2] = lds32(p + 8);
   a[3] = lds32(p + 8 * ld + 8);
+#endif
 }
 
-// B fragment (k0..k0+15 x n0..n0+7) of B[k][n] = s[n][k]: the operand stored with n as its rows (K in
-// Q K^T, V in dO V^T), pairs along k contiguous.
-__device__ __forceinline__ void frag_b_nk(uint32_t b[2], const bf16* s, int ld, int n0, int k0, int lane) {
+// The B fragments of n-tiles n0 and n0 + 8 (k0..k0+15) of B[k][n] = s[n][k]: the operand stored with n as
+// its rows (K in Q K^T, V in dO V^T, Q and dO in the transposed products), pairs along k contiguous.
+// Matrices (rows n0.., cols k0..), (n0.., k0 + 8..) are b0; (n0 + 8.., k0..), (n0 + 8.., k0 + 8..) are b1.
+__device__ __forceinline__ void frag_b_nk_x2(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int n0, int k0,
+                                             int lane) {
+#ifndef VLP_ATTENTION_TC_NO_LDMATRIX
+  uint32_t r[4];
+  ldmatrix_x4(r, s + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8);
+  b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
+#else
   const bf16* p = s + (n0 + (lane >> 2)) * ld + k0 + 2 * (lane & 3);
-  b[0] = lds32(p);
-  b[1] = lds32(p + 8);
+  b0[0] = lds32(p);
+  b0[1] = lds32(p + 8);
+  b1[0] = lds32(p + 8 * ld);
+  b1[1] = lds32(p + 8 * ld + 8);
+#endif
 }
 
 // The B fragments of n-tiles n0 and n0 + 8 (k0..k0+15) of B[k][n] = s[k][n]: the operand stored with k as
-// its rows (V in P V, K in dS K, dO and Q in the dK/dV products). ldmatrix .x4 .trans: lanes 0-7 address
-// rows k0..k0+7 of columns n0.., lanes 8-15 rows k0+8..15, lanes 16-23 and 24-31 the same rows at n0 + 8;
-// transposed, matrix m lands in register m as (rows 2t, 2t+1; col g) — the B layout above.
-// -DVLP_ATTENTION_TC_NO_LDMATRIX reads the same elements with 16-bit loads (a debugging fallback).
+// its rows (V in P V, K in dS K, dO and Q in the dK/dV products), by ldmatrix .trans: matrices (rows k0..,
+// cols n0..), (k0 + 8.., n0..) are b0; (k0.., n0 + 8..), (k0 + 8.., n0 + 8..) are b1.
 __device__ __forceinline__ void frag_b_kn_x2(uint32_t b0[2], uint32_t b1[2], const bf16* s, int ld, int k0, int n0,
                                              int lane) {
-#if defined(VLP_ATTENTION_TC_HOST_SIM) && !defined(VLP_ATTENTION_TC_NO_LDMATRIX)
+#ifndef VLP_ATTENTION_TC_NO_LDMATRIX
   uint32_t r[4];
-  sim_ldmatrix_x4_trans(r, s + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8);
+  ldmatrix_x4_trans(r, s + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8);
   b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
-#elif !defined(VLP_ATTENTION_TC_NO_LDMATRIX)
-  const bf16* p = s + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8;
-  const uint32_t addr = uint32_t(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(b0[0]), "=r"(b0[1]), "=r"(b1[0]), "=r"(b1[1])
-               : "r"(addr)
-               : "memory");
 #else
   const bf16* p = s + (k0 + 2 * (lane & 3)) * ld + n0 + (lane >> 2);
   b0[0] = pack_bf16(p[0], p[ld]);

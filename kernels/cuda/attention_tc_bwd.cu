@@ -141,12 +141,14 @@ VLP_UNROLL
       tc::frag_a(ak, sK, kLd, warp * 16, kk * 16, lane);
       tc::frag_a(av, sV, kLd, warp * 16, kk * 16, lane);
 VLP_UNROLL
-      for (int n = 0; n < kNt; ++n) {
-        uint32_t b[2];
-        tc::frag_b_nk(b, q_s, kLd, n * 8, kk * 16, lane);
-        tc::mma_bf16(st[n], ak, b);
-        tc::frag_b_nk(b, o_s, kLd, n * 8, kk * 16, lane);
-        tc::mma_bf16(dpt[n], av, b);
+      for (int n = 0; n < kNt; n += 2) {
+        uint32_t b0[2], b1[2];
+        tc::frag_b_nk_x2(b0, b1, q_s, kLd, n * 8, kk * 16, lane);
+        tc::mma_bf16(st[n], ak, b0);
+        tc::mma_bf16(st[n + 1], ak, b1);
+        tc::frag_b_nk_x2(b0, b1, o_s, kLd, n * 8, kk * 16, lane);
+        tc::mma_bf16(dpt[n], av, b0);
+        tc::mma_bf16(dpt[n + 1], av, b1);
       }
     }
     // Element e of tile n: key key0 + 8 (e / 2), query i0 + 8n + 2t + e % 2. st becomes P f, dpt dS.
@@ -277,12 +279,14 @@ VLP_UNROLL
       tc::frag_a(aq, sQ, kLd, warp * 16, kk * 16, lane);
       tc::frag_a(ao, sO, kLd, warp * 16, kk * 16, lane);
 VLP_UNROLL
-      for (int n = 0; n < kNt; ++n) {
-        uint32_t b[2];
-        tc::frag_b_nk(b, k_s, kLd, n * 8, kk * 16, lane);
-        tc::mma_bf16(s[n], aq, b);
-        tc::frag_b_nk(b, v_s, kLd, n * 8, kk * 16, lane);
-        tc::mma_bf16(dp[n], ao, b);
+      for (int n = 0; n < kNt; n += 2) {
+        uint32_t b0[2], b1[2];
+        tc::frag_b_nk_x2(b0, b1, k_s, kLd, n * 8, kk * 16, lane);
+        tc::mma_bf16(s[n], aq, b0);
+        tc::mma_bf16(s[n + 1], aq, b1);
+        tc::frag_b_nk_x2(b0, b1, v_s, kLd, n * 8, kk * 16, lane);
+        tc::mma_bf16(dp[n], ao, b0);
+        tc::mma_bf16(dp[n + 1], ao, b1);
       }
     }
     // dS = P (dPd f - delta). Element e of tile n: row row0 + 8 (e / 2), key j0 + 8n + 2t + e % 2.

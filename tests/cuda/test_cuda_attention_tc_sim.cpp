@@ -5,8 +5,9 @@
 //   mma.m16n8k16 bf16: A element a_i (i = 0..7, two per register, low half first) at row g (i in 0-1, 4-5)
 //     or g + 8, col 2t + i % 2 (+ 8 for i >= 4); B element b_i at row 2t + i % 2 (+ 8 for i >= 2), col g;
 //     C element c_i at row g (+ 8 for i >= 2), col 2t + i % 2; g = lane / 4, t = lane % 4.
-//   ldmatrix .x4 .trans: lane 8m + r gives the address of row r of matrix m; register m of lane L holds
-//     elements (2 (L % 4), L / 4) and (2 (L % 4) + 1, L / 4) of matrix m.
+//   ldmatrix .x4: lane 8m + r gives the address of row r of matrix m; register m of lane L holds elements
+//     (L / 4, 2 (L % 4)) and (L / 4, 2 (L % 4) + 1) of matrix m, with .trans (2 (L % 4), L / 4) and
+//     (2 (L % 4) + 1, L / 4).
 //   cp.async: the destination turns to NaN when the copy is issued and gets its data when wait_group
 //     (all but the newest N groups of the thread) retires it, so reading a tile before its wait and
 //     overwriting a tile another warp still reads both show up as NaN; zero fill when the source size is 0.
@@ -262,18 +263,25 @@ void sim_mma_bf16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
   for (int i = 0; i < 4; ++i) c[i] += mine.product[i < 2 ? g : g + 8][2 * t + (i & 1)];
 }
 
-void sim_ldmatrix_x4_trans(uint32_t r[4], const void* row_address) {
+void ldmatrix(uint32_t r[4], const void* row_address, bool trans) {
   if (!sim::in_shared(row_address, 16) || (reinterpret_cast<uintptr_t>(row_address) & 15u) != 0)
     sim::error("ldmatrix row address outside shared memory or not 16-byte aligned");
   const void* all[32];
   sim::exchange(row_address, all);
   const int lane = sim::current & 31;
   for (int m = 0; m < 4; ++m) {
-    const auto* lo = static_cast<const uint16_t*>(all[8 * m + 2 * (lane & 3)]);
-    const auto* hi = static_cast<const uint16_t*>(all[8 * m + 2 * (lane & 3) + 1]);
-    r[m] = uint32_t(lo[lane >> 2]) | (uint32_t(hi[lane >> 2]) << 16);
+    if (trans) {  // elements (2 (L % 4), L / 4) and (2 (L % 4) + 1, L / 4) of matrix m
+      const auto* lo = static_cast<const uint16_t*>(all[8 * m + 2 * (lane & 3)]);
+      const auto* hi = static_cast<const uint16_t*>(all[8 * m + 2 * (lane & 3) + 1]);
+      r[m] = uint32_t(lo[lane >> 2]) | (uint32_t(hi[lane >> 2]) << 16);
+    } else {  // elements (L / 4, 2 (L % 4)) and (L / 4, 2 (L % 4) + 1)
+      const auto* row = static_cast<const uint16_t*>(all[8 * m + (lane >> 2)]);
+      r[m] = uint32_t(row[2 * (lane & 3)]) | (uint32_t(row[2 * (lane & 3) + 1]) << 16);
+    }
   }
 }
+void sim_ldmatrix_x4(uint32_t r[4], const void* row_address) { ldmatrix(r, row_address, false); }
+void sim_ldmatrix_x4_trans(uint32_t r[4], const void* row_address) { ldmatrix(r, row_address, true); }
 
 void sim_cp_async16(void* smem, const void* gmem, bool valid) {
   if (!sim::in_shared(smem, 16) || (reinterpret_cast<uintptr_t>(smem) & 15u) != 0)
