@@ -14,8 +14,9 @@
 // The scheduler runs warps at different speeds and threads at random (fixed seed), so warps drift apart.
 // Shared memory starts as NaN bytes; addresses are checked (alignment, shared bounds, global sources inside
 // the test's buffers), output buffers carry guard zones. This checks the kernels' indexing, masking,
-// pipelining and fragment bookkeeping against kernels/cpu/attention; it cannot check timing-dependent
-// races or the hardware's exact rounding (fp32 sums here).
+// pipelining and fragment bookkeeping against kernels/cpu/attention (a missing wait_group or a missing
+// barrier before a buffer is refilled fails it, as tried by hand); races only as far as this schedule
+// exposes them, and not the hardware's rounding (fp32 sums here) nor its speed.
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 #include <ucontext.h>
