@@ -237,10 +237,12 @@ BENCHMARK(BM_Dropout)->Arg(1 << 27)->UseManualTime()->Unit(benchmark::kMicroseco
 // Attention forward + backward, bf16, [B, H, T, 64]: GPT-2 small (causal, T = 1024) and T5-base (relative
 // position bias broadcast over the batch, key padding, T = 512). FLOPs counted as in FlashAttention:
 // 4 B H T^2 D forward (halved when causal), 2.5x that for the backward. BM_AttentionFwdBwd runs the
-// selected implementation (VLP_ATTENTION, auto by default); BM_CudnnAttentionFwdBwd runs cuDNN's fused
-// flash attention (kernels/cuda/attention_cudnn.h) on the same inputs, so one run gives the ratio of our
-// time to cuDNN's (issue #3's target: <= 1.5; tools/gpu-check.sh prints it). On the cuDNN path the T5 key
-// mask is folded into a [B, H, T, T] bias and dbias summed back over the batch: part of its cost here.
+// selected implementation (VLP_ATTENTION, auto by default: the tensor-core kernels here; the label names
+// it), BM_AttentionFwdBwdRows the block-per-row kernels, BM_AttentionFwdBwdTc the tensor-core kernels, and
+// BM_CudnnAttentionFwdBwd cuDNN's fused flash attention (kernels/cuda/attention_cudnn.h), all on the same
+// inputs, so one run gives the ratio of our time to cuDNN's (issue #3's target: <= 1.5; tools/gpu-check.sh
+// prints it). On the cuDNN path the T5 key mask is folded into a [B, H, T, T] bias and dbias summed back
+// over the batch: part of its cost here.
 void attention_fwd_bwd(benchmark::State& state, cuda::AttentionImpl impl) {
   if (!have_gpu(state)) return;
   if (impl == cuda::AttentionImpl::Cudnn && !cuda::cudnn_built()) {
@@ -288,7 +290,11 @@ void attention_fwd_bwd(benchmark::State& state, cuda::AttentionImpl impl) {
 }
 
 void BM_AttentionFwdBwd(benchmark::State& state) { attention_fwd_bwd(state, cuda::AttentionImpl::Auto); }
+void BM_AttentionFwdBwdRows(benchmark::State& state) { attention_fwd_bwd(state, cuda::AttentionImpl::Rows); }
+void BM_AttentionFwdBwdTc(benchmark::State& state) { attention_fwd_bwd(state, cuda::AttentionImpl::TensorCore); }
 BENCHMARK(BM_AttentionFwdBwd)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttentionFwdBwdRows)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AttentionFwdBwdTc)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);
 
 void BM_CudnnAttentionFwdBwd(benchmark::State& state) { attention_fwd_bwd(state, cuda::AttentionImpl::Cudnn); }
 BENCHMARK(BM_CudnnAttentionFwdBwd)->Args({1024, 0})->Args({512, 1})->UseManualTime()->Unit(benchmark::kMillisecond);

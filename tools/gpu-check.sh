@@ -184,7 +184,7 @@ PY
   fi
   if [[ -f "$RESULTS/bench_torch_sdpa.log" ]]; then
     echo
-    grep -A3 "attention fwd+bwd" "$RESULTS/bench_torch_sdpa.log"
+    grep -A6 "attention fwd+bwd" "$RESULTS/bench_torch_sdpa.log"
   fi
   echo
   echo "total: $(($(date +%s) - T_START)) s"

@@ -47,20 +47,25 @@ void attention_forward(const AttentionArgs& a, void* out, float* lse, cudaStream
 void attention_backward(const AttentionArgs& a, const void* out, const float* lse, const void* dout, void* dq,
                         void* dk, void* dv, void* dbias, int64_t dbias_B, int64_t dbias_H, cudaStream_t stream);
 
-// Which implementation attention_forward / attention_backward run (both always the same one, so the
-// backward reads the lse its own forward wrote):
-//   Rows  the block-per-row kernels of this file (attention_forward_rows / attention_backward_rows);
-//   Cudnn cuDNN's fused flash attention (attention_cudnn.h), for comparison: BF16 only, no dropout; a call
-//         it cannot take fails with a message naming the limit instead of falling back (a silent
-//         fallback would fake a timing comparison);
-//   Auto  the default choice (Rows for now).
-// The selection starts from the environment variable VLP_ATTENTION = auto | rows | cudnn, read once on
-// first use (another value is an error naming the variable and the allowed values); set_attention_impl
-// overrides it for the whole process (tests, benchmarks).
-enum class AttentionImpl { Auto, Rows, Cudnn };
+// Which implementation attention_forward / attention_backward run (all write the same lse, so a backward
+// can read what any of them wrote):
+//   Rows        the block-per-row kernels of this file (attention_forward_rows / attention_backward_rows):
+//               any dtype, mask, bias, dropout and head dim up to 512;
+//   TensorCore  the tiled mma.sync kernels (attention_tc.h): BF16, head dims multiples of 8 up to 128,
+//               aligned rows; a call they cannot take fails with a message naming the limit;
+//   Cudnn       cuDNN's fused flash attention (attention_cudnn.h), for comparison: BF16 only, no dropout;
+//               a call it cannot take fails with a message naming the limit;
+//   Auto        TensorCore wherever it takes the call (attention_tc_supported and aligned buffers), else
+//               Rows: the only choice that falls back, since it is not a comparison.
+// Fixed choices never fall back (a silent fallback would fake a timing comparison). The selection starts
+// from the environment variable VLP_ATTENTION = auto | rows | tensor_core | cudnn, read once on first use
+// (another value is an error naming the variable and the allowed values); set_attention_impl overrides it
+// for the whole process (tests, benchmarks).
+enum class AttentionImpl { Auto, Rows, TensorCore, Cudnn };
 AttentionImpl attention_impl();
 void set_attention_impl(AttentionImpl impl);
-// "auto" / "rows" / "cudnn" (also "" = auto); anything else throws std::runtime_error naming VLP_ATTENTION.
+// "auto" / "rows" / "tensor_core" / "cudnn" (also "" = auto); anything else throws std::runtime_error naming
+// VLP_ATTENTION.
 AttentionImpl parse_attention_impl(const char* value);
 const char* attention_impl_name(AttentionImpl impl);
 

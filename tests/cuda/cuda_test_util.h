@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/runtime.h"
 #include "runtime/device_copy.h"
@@ -25,6 +26,15 @@
 #include "runtime/tensor.h"
 
 namespace vlp::cudatest {
+
+// Selects an attention implementation (VLP_ATTENTION's choices) for a scope.
+struct ImplGuard {
+  explicit ImplGuard(cuda::AttentionImpl impl) : saved(cuda::attention_impl()) { cuda::set_attention_impl(impl); }
+  ~ImplGuard() { cuda::set_attention_impl(saved); }
+  ImplGuard(const ImplGuard&) = delete;
+  ImplGuard& operator=(const ImplGuard&) = delete;
+  cuda::AttentionImpl saved;
+};
 
 inline bool cuda_required() {
   const char* v = std::getenv("VLP_REQUIRE_CUDA");

@@ -25,12 +25,6 @@ namespace {
 using namespace cudatest;
 
 // Selects an attention implementation for the scope of a test and restores the previous one.
-struct ImplGuard {
-  explicit ImplGuard(cuda::AttentionImpl impl) : saved(cuda::attention_impl()) { cuda::set_attention_impl(impl); }
-  ~ImplGuard() { cuda::set_attention_impl(saved); }
-  cuda::AttentionImpl saved;
-};
-
 // A GPU test also needs a build with cuDNN; under VLP_REQUIRE_CUDA=1 its absence is a failure.
 #define VLP_REQUIRE_GPU_AND_CUDNN()                                                                   \
   do {                                                                                                \
@@ -230,6 +224,7 @@ TEST(CudaAttentionSelection, ParsesVlpAttention) {
   EXPECT_EQ(cuda::parse_attention_impl(""), cuda::AttentionImpl::Auto);
   EXPECT_EQ(cuda::parse_attention_impl("auto"), cuda::AttentionImpl::Auto);
   EXPECT_EQ(cuda::parse_attention_impl("rows"), cuda::AttentionImpl::Rows);
+  EXPECT_EQ(cuda::parse_attention_impl("tensor_core"), cuda::AttentionImpl::TensorCore);
   EXPECT_EQ(cuda::parse_attention_impl("cudnn"), cuda::AttentionImpl::Cudnn);
   for (const char* bad : {"CUDNN", "flash", "rows "}) {
     try {
@@ -239,10 +234,11 @@ TEST(CudaAttentionSelection, ParsesVlpAttention) {
       const std::string msg = e.what();
       EXPECT_NE(msg.find("VLP_ATTENTION"), std::string::npos) << msg;
       EXPECT_NE(msg.find(bad), std::string::npos) << msg;
-      EXPECT_NE(msg.find("auto, rows, cudnn"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("auto, rows, tensor_core, cudnn"), std::string::npos) << msg;
     }
   }
   EXPECT_STREQ(cuda::attention_impl_name(cuda::AttentionImpl::Cudnn), "cudnn");
+  EXPECT_STREQ(cuda::attention_impl_name(cuda::AttentionImpl::TensorCore), "tensor_core");
   {
     ImplGuard rows(cuda::AttentionImpl::Rows);
     EXPECT_EQ(cuda::attention_impl(), cuda::AttentionImpl::Rows);
