@@ -3,6 +3,8 @@
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "autograd/ops.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loss.h"
@@ -191,6 +193,35 @@ TEST(CudaLoss, CrossEntropyForwardBackwardAndFused) {
         EXPECT_TRUE(rel_close(to_vector(work), as_doubles(fused_ref.data(), fused_ref.size()), tol_for(dt),
                               "fused dlogits " + tag));
       }
+}
+
+// A masked class (logit -inf) without label smoothing: the CPU loss is finite (the row mean of the logits,
+// -inf, only enters with smoothing), and so must the GPU's be: 0 * inf would make it NaN.
+TEST(CudaLoss, CrossEntropyWithAMaskedClassAndNoSmoothingStaysFinite) {
+  VLP_REQUIRE_GPU();
+  const int64_t n = 5, c = 37, ignore = -100;
+  std::vector<int64_t> target = {3, 0, 36, 17, 9};
+  Tensor tgt_dev = upload_i64(target);
+  for (DType dt : kDtypes) {
+    Input logits = make_input({n, c}, 74, dt, -3, 3);
+    float* lc = logits.cpu.data<float>();
+    for (int64_t i = 0; i < n; ++i) lc[i * c + (target[size_t(i)] + 1) % c] = -INFINITY;
+    logits.dev = convert(logits.cpu, dt, gpu());
+    std::vector<double> loss_ref(static_cast<size_t>(n)), lse_ref(static_cast<size_t>(n));
+    cpu::cross_entropy_forward<float>(logits.c(), target.data(), nullptr, n, c, ignore, 0.0, loss_ref.data(),
+                                      lse_ref.data(), nullptr);
+    for (double v : loss_ref) ASSERT_TRUE(std::isfinite(v));
+    Tensor loss = gpu_f32(n), lse = gpu_f32(n);
+    cuda::cross_entropy_forward(ew(dt), logits.d(), tgt_dev.data<int64_t>(), nullptr, n, c, ignore, 0.0,
+                                loss.data<float>(), lse.data<float>(), nullptr, stream());
+    EXPECT_TRUE(rel_close(to_vector(loss), loss_ref, 1e-5, "loss " + std::string(dtype_name(dt))));
+    Tensor work = convert(logits.cpu, dt, gpu());
+    Tensor loss2 = gpu_f32(n), lse2 = gpu_f32(n);
+    cuda::cross_entropy_fused(ew(dt), work.data_ptr(), tgt_dev.data<int64_t>(), nullptr, n, c, ignore, 0.0, 1.0,
+                              loss2.data<float>(), lse2.data<float>(), stream());
+    EXPECT_TRUE(rel_close(to_vector(loss2), loss_ref, 1e-5, "fused loss " + std::string(dtype_name(dt))));
+    for (double v : to_vector(work)) EXPECT_TRUE(std::isfinite(v)) << dtype_name(dt);
+  }
 }
 
 TEST(CudaNorm, LayerNormWithResidualForwardBackward) {
