@@ -65,6 +65,22 @@ TEST(CudaElementwise, EveryUnaryOpForwardAndBackward) {
       }
 }
 
+// clamp propagates NaN like the CPU's std::min(std::max(x, lo), hi) (and PyTorch); fminf/fmaxf would not.
+TEST(CudaElementwise, ClampKeepsNaN) {
+  VLP_REQUIRE_GPU();
+  for (DType dt : kDtypes) {
+    const std::vector<double> v = {std::nan(""), -3.0, 0.25, 4.0, std::nan("")};
+    Tensor x = from_vector(v, {5}, dt, gpu());
+    Tensor y = full({5}, 7.0, dt, gpu());  // not NaN-poisoned: a NaN must come from the kernel
+    cuda::unary_forward(ew(dt), Unary::Clamp, x.data_ptr(), y.data_ptr(), 5, -0.5, 0.75, stream());
+    const std::vector<double> got = to_vector(y);
+    EXPECT_TRUE(std::isnan(got[0]) && std::isnan(got[4])) << dtype_name(dt);
+    EXPECT_EQ(got[1], -0.5);
+    EXPECT_EQ(got[2], 0.25);
+    EXPECT_EQ(got[3], 0.75);
+  }
+}
+
 TEST(CudaElementwise, BinaryOpsBroadcastStridedAndInPlace) {
   VLP_REQUIRE_GPU();
   const Shape out_shape = {5, 3, 7};
