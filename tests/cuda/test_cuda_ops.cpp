@@ -108,6 +108,72 @@ TEST(CudaElementwise, BinaryOpsBroadcastStridedAndInPlace) {
     }
 }
 
+// Contiguous views that start one element into their storage (4- or 2-byte aligned): the 16-byte vector
+// path must step aside for every operand, including when only the output or only one input is misaligned.
+TEST(CudaElementwise, MisalignedContiguousViews) {
+  VLP_REQUIRE_GPU();
+  const int64_t n = 1037;
+  for (DType dt : kDtypes) {
+    const std::string tag(dtype_name(dt));
+    const int64_t es = int64_t(dtype_size(dt));
+    Input x = make_input({n + 1}, 45, dt), y = make_input({n + 1}, 46, dt, 0.5, 2.0);
+    for (int shift_out : {0, 1})
+      for (int shift_in : {0, 1}) {
+        if (shift_out == 0 && shift_in == 0) continue;
+        const char* xs = static_cast<const char*>(x.d()) + shift_in * es;
+        Tensor out = poisoned({n + 1}, dt);
+        char* os = static_cast<char*>(out.data_ptr()) + shift_out * es;
+        std::vector<float> ref(static_cast<size_t>(n));
+        cpu::unary_forward<float>(Unary::Tanh, x.c() + shift_in, ref.data(), n, 0, 0);
+        cuda::unary_forward(ew(dt), Unary::Tanh, xs, os, n, 0, 0, stream());
+        std::vector<double> got = to_vector(out);
+        got.erase(got.begin() + (shift_out ? 0 : n), got.begin() + (shift_out ? 1 : n + 1));
+        EXPECT_TRUE(rel_close(got, as_doubles(ref.data(), ref.size()), tol_for(dt), "tanh " + tag));
+        const Shape s1 = {1};
+        std::vector<float> ref2(static_cast<size_t>(n));
+        cpu::binary<float>(Binary::Mul, {n}, ref2.data(), s1.data(), x.c() + shift_in, s1.data(), y.c(), s1.data(),
+                           1.0);
+        Tensor out2 = poisoned({n + 1}, dt);
+        char* os2 = static_cast<char*>(out2.data_ptr()) + shift_out * es;
+        cuda::binary(ew(dt), Binary::Mul, {n}, os2, s1.data(), xs, s1.data(), y.d(), s1.data(), 1.0, stream());
+        std::vector<double> got2 = to_vector(out2);
+        got2.erase(got2.begin() + (shift_out ? 0 : n), got2.begin() + (shift_out ? 1 : n + 1));
+        EXPECT_TRUE(rel_close(got2, as_doubles(ref2.data(), ref2.size()), tol_for(dt), "mul " + tag));
+      }
+  }
+}
+
+// More rows than the row kernels' grid (65535 * 4 blocks): each block handles several rows in turn, reusing
+// its block-reduction shared memory from one row to the next.
+TEST(CudaSoftmax, RowKernelsLoopOverMoreRowsThanBlocks) {
+  VLP_REQUIRE_GPU();
+  const int64_t rows = 65535 * 4 + 1001, d = 3;
+  Input x = make_input({rows * d}, 63, DType::F32, -4, 4);
+  std::vector<float> ref(static_cast<size_t>(rows * d));
+  cpu::softmax_forward<float>(x.c(), ref.data(), rows, d, 1, false);
+  Tensor y = poisoned({rows * d});
+  cuda::softmax_forward(cuda::EwDType::F32, x.d(), y.data_ptr(), rows, d, 1, false, stream());
+  EXPECT_TRUE(rel_close(to_vector(y), as_doubles(ref.data(), ref.size()), 1e-5, "softmax"));
+  std::vector<float> ln_ref(static_cast<size_t>(rows * d));
+  std::vector<double> mean_ref(static_cast<size_t>(rows)), rstd_ref(static_cast<size_t>(rows));
+  cpu::layer_norm_forward<float>(x.c(), nullptr, nullptr, ln_ref.data(), mean_ref.data(), rstd_ref.data(), rows, d,
+                                 1e-5);
+  Tensor ln = poisoned({rows * d}), mean = gpu_f32(rows), rstd = gpu_f32(rows);
+  cuda::layer_norm_forward(cuda::EwDType::F32, x.d(), nullptr, nullptr, nullptr, ln.data_ptr(), nullptr,
+                           mean.data<float>(), rstd.data<float>(), rows, d, 1e-5, stream());
+  EXPECT_TRUE(rel_close(to_vector(ln), as_doubles(ln_ref.data(), ln_ref.size()), 1e-4, "layer_norm"));
+  EXPECT_TRUE(rel_close(to_vector(rstd), rstd_ref, 1e-4, "rstd"));
+  std::vector<int64_t> target(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) target[size_t(i)] = i % d;
+  std::vector<double> loss_ref(static_cast<size_t>(rows)), lse_ref(static_cast<size_t>(rows));
+  cpu::cross_entropy_forward<float>(x.c(), target.data(), nullptr, rows, d, -100, 0.1, loss_ref.data(),
+                                    lse_ref.data(), nullptr);
+  Tensor loss = gpu_f32(rows), lse = gpu_f32(rows), tgt_dev = upload_i64(target);
+  cuda::cross_entropy_forward(cuda::EwDType::F32, x.d(), tgt_dev.data<int64_t>(), nullptr, rows, d, -100,
+                              0.1, loss.data<float>(), lse.data<float>(), nullptr, stream());
+  EXPECT_TRUE(rel_close(to_vector(loss), loss_ref, 1e-5, "cross_entropy"));
+}
+
 TEST(CudaReduce, SumAlongEveryPosition) {
   VLP_REQUIRE_GPU();
   struct S { int64_t outer, n, inner; };
