@@ -53,10 +53,12 @@ template <class Fn>
 void on_gpu(const char* op, Device device, Fn&& fn) {
   TraceRange range(op);
   try {
-    int previous = cuda::current_device();
+    struct Restore {  // the previous device again, also when fn throws
+      int device;
+      ~Restore() { cudaSetDevice(device); }
+    } restore{cuda::current_device()};
     cuda::set_device(device.index);
     fn(cuda::current_stream(device.index));
-    cuda::set_device(previous);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -175,12 +175,20 @@ void copy_across_devices(const Tensor& dst, const Tensor& src, const Shape& sstr
 
 void cuda_synchronize(int index) {
   require_device(Device::cuda(index));
-  cuda::synchronize(index);
+  try {
+    cuda::synchronize(index);  // also where an earlier kernel's fault surfaces
+  } catch (const std::exception& e) {
+    VLP_FAIL("cuda_synchronize(", index, "): ", e.what());
+  }
 }
 
 void cuda_empty_cache(int index) {
   require_device(Device::cuda(index));
-  cuda::empty_cache(index);
+  try {
+    cuda::empty_cache(index);
+  } catch (const std::exception& e) {
+    VLP_FAIL("cuda_empty_cache(", index, "): ", e.what());
+  }
 }
 
 CudaMemoryStats cuda_memory_stats(int index) {
@@ -200,7 +208,12 @@ Tensor pin_memory(const Tensor& t) {
   const size_t nbytes = size_t(t.numel()) * t.element_size();
   std::shared_ptr<Storage> storage;
   if (cuda_available()) {
-    void* p = cuda::pinned_alloc(nbytes);
+    void* p = nullptr;
+    try {
+      p = cuda::pinned_alloc(nbytes);
+    } catch (const std::exception& e) {
+      VLP_FAIL("pin_memory: ", nbytes, " bytes of page-locked host memory: ", e.what());
+    }
     storage = wrap_storage(p, nbytes, Device::cpu(), std::shared_ptr<void>(p, [](void* q) {
                              try {
                                cuda::pinned_free(q);

@@ -37,7 +37,10 @@ __device__ __forceinline__ float unary_f(Unary op, float v, float a, float b) {
     case Unary::QuickGelu: return v * sigmoidf(1.702f * v);
     case Unary::Silu: return v * sigmoidf(v);
     case Unary::Pow: return powf(v, a);
-    case Unary::Clamp: return fminf(fmaxf(v, a), b);
+    case Unary::Clamp: {  // std::min(std::max(v, a), b) as the CPU: a NaN stays NaN (fmaxf would drop it)
+      const float lo = v < a ? a : v;
+      return b < lo ? b : lo;
+    }
     case Unary::AddScalar: return v + a;
     case Unary::MulScalar: return v * a;
     case Unary::RSubScalar: return a - v;

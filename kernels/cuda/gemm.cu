@@ -296,19 +296,23 @@ void gemm(const GemmArgs& g) {
   // aligned pointers; anything else, or an epilogue cuBLASLt has no algorithm for, runs unfused: the
   // plain GEMM, then the epilogue as its own kernel.
   const bool aux_ok = g.aux && g.ldc % 8 == 0 && aligned16(g.aux) && aligned16(g.c);
+  // The heuristics are not told where the bias vector starts, and cuBLASLt epilogues are reported to fail
+  // in cublasLtMatmul itself (an error, not a fallback) on a bias below 16-byte alignment, e.g. a view
+  // one element into its storage: such a bias takes the unfused path.
+  const bool bias_ok = g.bias && aligned16(g.bias);
   GemmArgs plain = g;
   plain.epilogue = Epilogue::None;
   plain.bias = nullptr;
   switch (g.epilogue) {
     case Epilogue::None: plain_gemm(g, stream); return;
     case Epilogue::Bias:
-      if (lt_matmul(g, CUBLASLT_EPILOGUE_BIAS, false, false)) return;
+      if (bias_ok && lt_matmul(g, CUBLASLT_EPILOGUE_BIAS, false, false)) return;
       plain_gemm(plain, stream);
       add_bias(g.c_dtype, g.c, g.ldc, g.bias, g.m, g.n, stream);
       return;
     case Epilogue::BiasGeluTanh:
-      if (!g.aux && g.bias && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_BIAS, false, false)) return;
-      if (aux_ok && g.bias && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, true, false)) return;
+      if (!g.aux && bias_ok && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_BIAS, false, false)) return;
+      if (aux_ok && bias_ok && lt_matmul(g, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, true, false)) return;
       plain_gemm(plain, stream);
       bias_gelu_tanh(g.c_dtype, g.c, g.ldc, g.bias, g.aux, g.m, g.n, stream);
       return;

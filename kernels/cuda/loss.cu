@@ -43,7 +43,9 @@ __device__ RowLoss row_loss(const T* row, int64_t c, int64_t t, int64_t ignore_i
     r.raw = NAN;
     return r;
   }
-  r.raw = (1.f - eps) * (r.lse - xt) + eps * (r.lse - sum_x / float(c));
+  r.raw = (1.f - eps) * (r.lse - xt);
+  // Only with smoothing, as the CPU: a -inf logit makes sum_x -inf, and 0 * inf would be NaN.
+  if (eps != 0.f) r.raw += eps * (r.lse - sum_x / float(c));
   return r;
 }
 

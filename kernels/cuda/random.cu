@@ -14,8 +14,9 @@ __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset
   const int64_t blocks = (n + 3) / 4;
   for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks; b += int64_t(gridDim.x) * blockDim.x) {
     Philox4 r = philox_block(seed, offset, uint64_t(b));
+    // Rounded multiply and add, no fused multiply-add (nvcc contracts by default): the CPU's two roundings.
     for (int j = 0; j < 4 && 4 * b + j < n; ++j)
-      out[4 * b + j] = from_float<T>(float(lo + (hi - lo) * double(philox_uniform(r.x[j]))));
+      out[4 * b + j] = from_float<T>(float(__dadd_rn(lo, __dmul_rn(hi - lo, double(philox_uniform(r.x[j]))))));
   }
 }
 

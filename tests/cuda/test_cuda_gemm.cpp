@@ -151,6 +151,38 @@ TEST(CudaGemm, BiasAndGeluEpilogues) {
     }
 }
 
+// A bias vector one element into its storage (4- or 2-byte aligned) takes the unfused path instead of
+// handing cuBLASLt's epilogue a misaligned bias pointer.
+TEST(CudaGemm, BiasEpiloguesWithAMisalignedBias) {
+  VLP_REQUIRE_GPU();
+  const int64_t m = 21, n = 16, k = 24;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const std::string tag(dtype_name(dt));
+    Input x = make_input({m, k}, 31, dt), w = make_input({n, k}, 32, dt), bias = make_input({n + 1}, 33, dt);
+    std::vector<float> pre = ref_gemm(false, true, m, n, k, 1.f, x.c(), w.c(), 0.f, nullptr);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) pre[size_t(i * n + j)] += bias.c()[j + 1];
+    std::vector<float> act = gelu_tanh_ref(pre);
+    cuda::GemmArgs g;
+    g.trans_b = true, g.m = m, g.n = n, g.k = k, g.ab_dtype = gd(dt), g.c_dtype = gd(dt);
+    g.a = x.d(), g.lda = k, g.b = w.d(), g.ldb = k, g.ldc = n;
+    g.bias = static_cast<const char*>(bias.d()) + dtype_size(dt);
+    Tensor y = poisoned({m, n}, dt);
+    g.c = y.data_ptr(), g.epilogue = cuda::Epilogue::Bias;
+    cuda::gemm(g);
+    EXPECT_TRUE(rel_close(to_vector(y), as_doubles(pre.data(), pre.size()), tol_for(dt), "bias " + tag));
+    Tensor y2 = poisoned({m, n}, dt), aux = poisoned({m, n}, dt);
+    g.c = y2.data_ptr(), g.epilogue = cuda::Epilogue::BiasGeluTanh;
+    cuda::gemm(g);
+    EXPECT_TRUE(rel_close(to_vector(y2), as_doubles(act.data(), act.size()), tol_for(dt), "bias+gelu " + tag));
+    Tensor y3 = poisoned({m, n}, dt);
+    g.c = y3.data_ptr(), g.aux = aux.data_ptr();
+    cuda::gemm(g);
+    EXPECT_TRUE(rel_close(to_vector(y3), as_doubles(act.data(), act.size()), tol_for(dt), "bias+gelu+aux " + tag));
+    EXPECT_TRUE(rel_close(to_vector(aux), as_doubles(pre.data(), pre.size()), tol_for(dt), "aux " + tag));
+  }
+}
+
 // Views starting one element into their storage (4- or 2-byte aligned): cuBLASLt with the alignment
 // declared, or the simple kernel; and the simple kernel on its own for every transpose and dtype pair.
 TEST(CudaGemm, MisalignedViewsAndTheSimpleKernel) {

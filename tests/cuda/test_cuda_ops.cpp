@@ -3,6 +3,8 @@
 #ifdef VLP_HAVE_CUDA
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "autograd/ops.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/loss.h"
@@ -63,6 +65,22 @@ TEST(CudaElementwise, EveryUnaryOpForwardAndBackward) {
       }
 }
 
+// clamp propagates NaN like the CPU's std::min(std::max(x, lo), hi) (and PyTorch); fminf/fmaxf would not.
+TEST(CudaElementwise, ClampKeepsNaN) {
+  VLP_REQUIRE_GPU();
+  for (DType dt : kDtypes) {
+    const std::vector<double> v = {std::nan(""), -3.0, 0.25, 4.0, std::nan("")};
+    Tensor x = from_vector(v, {5}, dt, gpu());
+    Tensor y = full({5}, 7.0, dt, gpu());  // not NaN-poisoned: a NaN must come from the kernel
+    cuda::unary_forward(ew(dt), Unary::Clamp, x.data_ptr(), y.data_ptr(), 5, -0.5, 0.75, stream());
+    const std::vector<double> got = to_vector(y);
+    EXPECT_TRUE(std::isnan(got[0]) && std::isnan(got[4])) << dtype_name(dt);
+    EXPECT_EQ(got[1], -0.5);
+    EXPECT_EQ(got[2], 0.25);
+    EXPECT_EQ(got[3], 0.75);
+  }
+}
+
 TEST(CudaElementwise, BinaryOpsBroadcastStridedAndInPlace) {
   VLP_REQUIRE_GPU();
   const Shape out_shape = {5, 3, 7};
@@ -88,6 +106,72 @@ TEST(CudaElementwise, BinaryOpsBroadcastStridedAndInPlace) {
       cuda::binary(ew(dt), op, {n}, x.d(), s1.data(), x.d(), s1.data(), y.d(), s1.data(), 0.7, stream());
       EXPECT_TRUE(rel_close(to_vector(x.dev), as_doubles(ref2.data(), ref2.size()), tol_for(dt), "in place " + tag));
     }
+}
+
+// Contiguous views that start one element into their storage (4- or 2-byte aligned): the 16-byte vector
+// path must step aside for every operand, including when only the output or only one input is misaligned.
+TEST(CudaElementwise, MisalignedContiguousViews) {
+  VLP_REQUIRE_GPU();
+  const int64_t n = 1037;
+  for (DType dt : kDtypes) {
+    const std::string tag(dtype_name(dt));
+    const int64_t es = int64_t(dtype_size(dt));
+    Input x = make_input({n + 1}, 45, dt), y = make_input({n + 1}, 46, dt, 0.5, 2.0);
+    for (int shift_out : {0, 1})
+      for (int shift_in : {0, 1}) {
+        if (shift_out == 0 && shift_in == 0) continue;
+        const char* xs = static_cast<const char*>(x.d()) + shift_in * es;
+        Tensor out = poisoned({n + 1}, dt);
+        char* os = static_cast<char*>(out.data_ptr()) + shift_out * es;
+        std::vector<float> ref(static_cast<size_t>(n));
+        cpu::unary_forward<float>(Unary::Tanh, x.c() + shift_in, ref.data(), n, 0, 0);
+        cuda::unary_forward(ew(dt), Unary::Tanh, xs, os, n, 0, 0, stream());
+        std::vector<double> got = to_vector(out);
+        got.erase(got.begin() + (shift_out ? 0 : n), got.begin() + (shift_out ? 1 : n + 1));
+        EXPECT_TRUE(rel_close(got, as_doubles(ref.data(), ref.size()), tol_for(dt), "tanh " + tag));
+        const Shape s1 = {1};
+        std::vector<float> ref2(static_cast<size_t>(n));
+        cpu::binary<float>(Binary::Mul, {n}, ref2.data(), s1.data(), x.c() + shift_in, s1.data(), y.c(), s1.data(),
+                           1.0);
+        Tensor out2 = poisoned({n + 1}, dt);
+        char* os2 = static_cast<char*>(out2.data_ptr()) + shift_out * es;
+        cuda::binary(ew(dt), Binary::Mul, {n}, os2, s1.data(), xs, s1.data(), y.d(), s1.data(), 1.0, stream());
+        std::vector<double> got2 = to_vector(out2);
+        got2.erase(got2.begin() + (shift_out ? 0 : n), got2.begin() + (shift_out ? 1 : n + 1));
+        EXPECT_TRUE(rel_close(got2, as_doubles(ref2.data(), ref2.size()), tol_for(dt), "mul " + tag));
+      }
+  }
+}
+
+// More rows than the row kernels' grid (65535 * 4 blocks): each block handles several rows in turn, reusing
+// its block-reduction shared memory from one row to the next.
+TEST(CudaSoftmax, RowKernelsLoopOverMoreRowsThanBlocks) {
+  VLP_REQUIRE_GPU();
+  const int64_t rows = 65535 * 4 + 1001, d = 3;
+  Input x = make_input({rows * d}, 63, DType::F32, -4, 4);
+  std::vector<float> ref(static_cast<size_t>(rows * d));
+  cpu::softmax_forward<float>(x.c(), ref.data(), rows, d, 1, false);
+  Tensor y = poisoned({rows * d});
+  cuda::softmax_forward(cuda::EwDType::F32, x.d(), y.data_ptr(), rows, d, 1, false, stream());
+  EXPECT_TRUE(rel_close(to_vector(y), as_doubles(ref.data(), ref.size()), 1e-5, "softmax"));
+  std::vector<float> ln_ref(static_cast<size_t>(rows * d));
+  std::vector<double> mean_ref(static_cast<size_t>(rows)), rstd_ref(static_cast<size_t>(rows));
+  cpu::layer_norm_forward<float>(x.c(), nullptr, nullptr, ln_ref.data(), mean_ref.data(), rstd_ref.data(), rows, d,
+                                 1e-5);
+  Tensor ln = poisoned({rows * d}), mean = gpu_f32(rows), rstd = gpu_f32(rows);
+  cuda::layer_norm_forward(cuda::EwDType::F32, x.d(), nullptr, nullptr, nullptr, ln.data_ptr(), nullptr,
+                           mean.data<float>(), rstd.data<float>(), rows, d, 1e-5, stream());
+  EXPECT_TRUE(rel_close(to_vector(ln), as_doubles(ln_ref.data(), ln_ref.size()), 1e-4, "layer_norm"));
+  EXPECT_TRUE(rel_close(to_vector(rstd), rstd_ref, 1e-4, "rstd"));
+  std::vector<int64_t> target(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) target[size_t(i)] = i % d;
+  std::vector<double> loss_ref(static_cast<size_t>(rows)), lse_ref(static_cast<size_t>(rows));
+  cpu::cross_entropy_forward<float>(x.c(), target.data(), nullptr, rows, d, -100, 0.1, loss_ref.data(),
+                                    lse_ref.data(), nullptr);
+  Tensor loss = gpu_f32(rows), lse = gpu_f32(rows), tgt_dev = upload_i64(target);
+  cuda::cross_entropy_forward(cuda::EwDType::F32, x.d(), tgt_dev.data<int64_t>(), nullptr, rows, d, -100,
+                              0.1, loss.data<float>(), lse.data<float>(), nullptr, stream());
+  EXPECT_TRUE(rel_close(to_vector(loss), loss_ref, 1e-5, "cross_entropy"));
 }
 
 TEST(CudaReduce, SumAlongEveryPosition) {
@@ -191,6 +275,35 @@ TEST(CudaLoss, CrossEntropyForwardBackwardAndFused) {
         EXPECT_TRUE(rel_close(to_vector(work), as_doubles(fused_ref.data(), fused_ref.size()), tol_for(dt),
                               "fused dlogits " + tag));
       }
+}
+
+// A masked class (logit -inf) without label smoothing: the CPU loss is finite (the row mean of the logits,
+// -inf, only enters with smoothing), and so must the GPU's be: 0 * inf would make it NaN.
+TEST(CudaLoss, CrossEntropyWithAMaskedClassAndNoSmoothingStaysFinite) {
+  VLP_REQUIRE_GPU();
+  const int64_t n = 5, c = 37, ignore = -100;
+  std::vector<int64_t> target = {3, 0, 36, 17, 9};
+  Tensor tgt_dev = upload_i64(target);
+  for (DType dt : kDtypes) {
+    Input logits = make_input({n, c}, 74, dt, -3, 3);
+    float* lc = logits.cpu.data<float>();
+    for (int64_t i = 0; i < n; ++i) lc[i * c + (target[size_t(i)] + 1) % c] = -INFINITY;
+    logits.dev = convert(logits.cpu, dt, gpu());
+    std::vector<double> loss_ref(static_cast<size_t>(n)), lse_ref(static_cast<size_t>(n));
+    cpu::cross_entropy_forward<float>(logits.c(), target.data(), nullptr, n, c, ignore, 0.0, loss_ref.data(),
+                                      lse_ref.data(), nullptr);
+    for (double v : loss_ref) ASSERT_TRUE(std::isfinite(v));
+    Tensor loss = gpu_f32(n), lse = gpu_f32(n);
+    cuda::cross_entropy_forward(ew(dt), logits.d(), tgt_dev.data<int64_t>(), nullptr, n, c, ignore, 0.0,
+                                loss.data<float>(), lse.data<float>(), nullptr, stream());
+    EXPECT_TRUE(rel_close(to_vector(loss), loss_ref, 1e-5, "loss " + std::string(dtype_name(dt))));
+    Tensor work = convert(logits.cpu, dt, gpu());
+    Tensor loss2 = gpu_f32(n), lse2 = gpu_f32(n);
+    cuda::cross_entropy_fused(ew(dt), work.data_ptr(), tgt_dev.data<int64_t>(), nullptr, n, c, ignore, 0.0, 1.0,
+                              loss2.data<float>(), lse2.data<float>(), stream());
+    EXPECT_TRUE(rel_close(to_vector(loss2), loss_ref, 1e-5, "fused loss " + std::string(dtype_name(dt))));
+    for (double v : to_vector(work)) EXPECT_TRUE(std::isfinite(v)) << dtype_name(dt);
+  }
 }
 
 TEST(CudaNorm, LayerNormWithResidualForwardBackward) {
