@@ -380,7 +380,7 @@ void call_cross_entropy_backward(const char* op, const Tensor& logits, const Ten
     return;
   }
   if (!dlogits.defined() && !dweight.defined()) return;
-  const Tensor& typed = dlogits.defined() ? dlogits : dweight;  // the compute dtype
+  [[maybe_unused]] const Tensor& typed = dlogits.defined() ? dlogits : dweight;  // the compute dtype
   Tensor target_dev = convert(target, DType::I64, dloss.device());
   Tensor dloss_f32 = convert(dloss, DType::F32);
   on_gpu(op, dloss.device(), [&](auto stream) {

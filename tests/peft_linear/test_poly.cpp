@@ -327,7 +327,9 @@ TEST(Poly, WritesHfKeysAndFields) {
   for (auto& [k, t] : ours.tensors) our_keys.insert(k);
   EXPECT_EQ(our_keys, hf_keys);
   for (auto& [k, t] : hf.tensors)
-    if (const Tensor* o = ours.find(k)) EXPECT_TRUE(all_close(*o, t, 0.0, 0.0)) << k;
+    if (const Tensor* o = ours.find(k)) {
+      EXPECT_TRUE(all_close(*o, t, 0.0, 0.0)) << k;
+    }
   auto read_json = [](const std::string& p) {
     std::ifstream in(p);
     return nlohmann::json::parse(in);
