@@ -2,6 +2,7 @@
 // between host and GPU or between GPUs (with dtype conversion and broadcasting). Compiled only when the
 // build has the CUDA backend; runtime/device_copy.cpp holds the CPU-only stubs.
 #ifdef VLP_HAVE_CUDA
+#include <cstring>
 #include <exception>
 
 #include "kernels/cpu/copy.h"
@@ -56,7 +57,9 @@ bool all_zero(const Shape& s) {
 }
 
 // Host to device: the source is laid out on the host as dst's dtype and shape, uploaded, and written into
-// dst's strides on the device. A broadcast scalar (fill) uploads only its one element.
+// dst's strides on the device. A broadcast scalar (fill_, zeros, ones) is converted to dst's dtype on the
+// host and written by a fill kernel that takes the element's bytes as an argument: no transfer, and no
+// wait (a pageable upload would synchronise the stream, and zeros() runs many times a step).
 void host_to_device(const Tensor& dst, const Tensor& src, const Shape& sstrides) {
   const int dev = dst.device().index;
   DeviceGuard guard(dev);
@@ -64,13 +67,9 @@ void host_to_device(const Tensor& dst, const Tensor& src, const Shape& sstrides)
   if (all_zero(sstrides)) {
     Tensor one = empty({}, dst.dtype(), Device::cpu());
     cpu::copy_strided(int(one.dtype()), one.data_ptr(), nullptr, int(src.dtype()), src.data_ptr(), nullptr, {});
-    cuda::DeviceBuffer tmp(one.element_size(), dev);
-    cuda::check(cudaMemcpyAsync(tmp.ptr, one.data_ptr(), one.element_size(), cudaMemcpyHostToDevice, stream),
-                "upload");
-    Shape zeros(dst.shape().size(), 0);
-    cuda::copy_strided(int(dst.dtype()), dst.data_ptr(), dst.strides().data(), int(dst.dtype()), tmp.ptr,
-                       zeros.data(), dst.shape(), stream);
-    cuda::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    uint64_t bits = 0;
+    std::memcpy(&bits, one.data_ptr(), one.element_size());
+    cuda::fill_strided_bits(int(dst.dtype()), dst.data_ptr(), dst.strides().data(), dst.shape(), bits, stream);
     return;
   }
   // A pinned source already laid out as dst is uploaded as it is: no pageable staging copy.

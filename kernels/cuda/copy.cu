@@ -118,6 +118,25 @@ __global__ void fill_kernel(Layout L, int dt, char* dst, int es, double value, i
   }
 }
 
+// The element's bytes as given (es of them, little-endian in `bits`): an exact fill for every dtype.
+__global__ void fill_bits_kernel(Layout L, char* dst, int es, uint64_t bits, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t rest = i, off = 0;
+    for (int d = L.ndim - 1; d >= 0; --d) {
+      int64_t idx = rest % L.size[d];
+      rest /= L.size[d];
+      off += idx * L.dst_stride[d];
+    }
+    char* p = dst + off * es;
+    switch (es) {
+      case 1: *reinterpret_cast<uint8_t*>(p) = uint8_t(bits); break;
+      case 2: *reinterpret_cast<uint16_t*>(p) = uint16_t(bits); break;
+      case 4: *reinterpret_cast<uint32_t*>(p) = uint32_t(bits); break;
+      default: *reinterpret_cast<uint64_t*>(p) = bits; break;
+    }
+  }
+}
+
 // Drops size-1 dims and merges adjacent dims that are contiguous in both views.
 Layout make_layout(const std::vector<int64_t>& shape, const int64_t* ds, const int64_t* ss, int64_t* numel) {
   int64_t size[64], dst[64], src[64];
@@ -170,6 +189,15 @@ void fill_strided(int dtype, void* dst, const int64_t* strides, const std::vecto
   if (n == 0) return;
   fill_kernel<<<grid_for(n, 256), 256, 0, stream>>>(L, dtype, static_cast<char*>(dst), elem_size(dtype), value, n);
   check_launch("fill_strided");
+}
+
+void fill_strided_bits(int dtype, void* dst, const int64_t* strides, const std::vector<int64_t>& shape,
+                       uint64_t bits, cudaStream_t stream) {
+  int64_t n = 0;
+  Layout L = make_layout(shape, strides, strides, &n);
+  if (n == 0) return;
+  fill_bits_kernel<<<grid_for(n, 256), 256, 0, stream>>>(L, static_cast<char*>(dst), elem_size(dtype), bits, n);
+  check_launch("fill_strided_bits");
 }
 
 }  // namespace vlp::cuda

@@ -20,5 +20,9 @@ void copy_strided(int dst_dtype, void* dst, const int64_t* dst_strides, int src_
 // Every element of the strided view set to value converted to the dtype.
 void fill_strided(int dtype, void* dst, const int64_t* strides, const std::vector<int64_t>& shape, double value,
                   cudaStream_t stream);
+// The same with the element given as its bytes (the low elem_size bytes of `bits`): exact for every dtype
+// (I64 beyond 2^53 included). The value travels as a kernel argument, so the host never waits.
+void fill_strided_bits(int dtype, void* dst, const int64_t* strides, const std::vector<int64_t>& shape,
+                       uint64_t bits, cudaStream_t stream);
 
 }  // namespace vlp::cuda

@@ -1,6 +1,7 @@
 // CUDA device basics: discovery, streams, events, pinned memory (see runtime.h).
 #include "kernels/cuda/runtime.h"
 
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -111,13 +112,65 @@ float Event::elapsed_ms(const Event& start) {
   return ms;
 }
 
+// Pinned blocks are cached: the data loader pins every batch tensor, and cudaMallocHost (page locking) is
+// slow while cudaFreeHost waits for the whole device, which would stall the GPU every step. Sizes round up
+// to powers of two from 4 KiB; a freed block waits in its size's list, up to kPinnedCacheBytes in all
+// (beyond that it is really freed). Reuse is safe because nothing reads a pinned block asynchronously
+// after its tensor is gone: every upload from host memory has completed when host_to_device returns.
+namespace {
+constexpr size_t kPinnedCacheBytes = size_t(256) << 20;
+struct PinnedCache {
+  std::mutex mu;
+  std::map<void*, size_t> size_of;              // every live or cached block
+  std::multimap<size_t, void*> free_by_size;    // cached blocks
+  size_t cached = 0;
+};
+PinnedCache& pinned_cache() {
+  static PinnedCache* c = new PinnedCache;  // never destroyed: blocks may be freed during static teardown
+  return *c;
+}
+size_t pinned_size_class(size_t n) {
+  size_t s = 4096;
+  while (s < n) s <<= 1;
+  return s;
+}
+}  // namespace
+
 void* pinned_alloc(size_t nbytes) {
+  PinnedCache& c = pinned_cache();
+  const size_t size = pinned_size_class(nbytes);
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.free_by_size.find(size);
+    if (it != c.free_by_size.end()) {
+      void* p = it->second;
+      c.free_by_size.erase(it);
+      c.cached -= size;
+      return p;
+    }
+  }
   void* p = nullptr;
-  check(cudaMallocHost(&p, nbytes == 0 ? 1 : nbytes), "cudaMallocHost");
+  check(cudaMallocHost(&p, size), "cudaMallocHost");
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.size_of[p] = size;
   return p;
 }
+
 void pinned_free(void* ptr) {
-  if (ptr) check(cudaFreeHost(ptr), "cudaFreeHost");
+  if (!ptr) return;
+  PinnedCache& c = pinned_cache();
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.size_of.find(ptr);
+    if (it == c.size_of.end()) throw std::runtime_error("pinned_free: not a block of pinned_alloc");
+    if (c.cached + it->second <= kPinnedCacheBytes) {
+      c.free_by_size.emplace(it->second, ptr);
+      c.cached += it->second;
+      return;
+    }
+    c.size_of.erase(it);
+  }
+  check(cudaFreeHost(ptr), "cudaFreeHost");
 }
 
 void memcpy_h2d_async(void* dst, const void* src, size_t nbytes, int device) {

@@ -52,7 +52,9 @@ struct Event {
   cudaEvent_t event = nullptr;
 };
 
-// Page-locked host memory for asynchronous copies.
+// Page-locked host memory for asynchronous copies, from a cache (sizes rounded up to powers of two from
+// 4 KiB, up to 256 MiB of freed blocks kept for reuse): a freed block may be handed out again at once, so
+// finish (synchronise) copies from a block before freeing it.
 void* pinned_alloc(size_t nbytes);
 void pinned_free(void* ptr);
 // Copies on the current stream of `device`; async ones return before completion (pinned host memory).

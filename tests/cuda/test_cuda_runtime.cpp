@@ -207,6 +207,17 @@ TEST(CudaAllocator, StreamsAndEvents) {
   void* pinned = cuda::pinned_alloc(64);
   EXPECT_NE(pinned, nullptr);
   cuda::pinned_free(pinned);
+  // Pinned blocks are cached by size class (powers of two from 4 KiB): a freed block comes back for the
+  // next request of its class, a request of another class gets another block.
+  void* a = cuda::pinned_alloc(5000);
+  cuda::pinned_free(a);
+  void* b = cuda::pinned_alloc(8192);
+  EXPECT_EQ(b, a);
+  void* c = cuda::pinned_alloc(9000);
+  EXPECT_NE(c, b);
+  cuda::pinned_free(b);
+  cuda::pinned_free(c);
+  EXPECT_THROW(cuda::pinned_free(&s), std::runtime_error);
 }
 #endif
 
