@@ -106,28 +106,25 @@ __global__ void copy_kernel(Layout L, int mode, int dst_dt, char* dst, int dst_e
   }
 }
 
-__global__ void fill_kernel(Layout L, int dt, char* dst, int es, double value, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t rest = i, off = 0;
-    for (int d = L.ndim - 1; d >= 0; --d) {
-      int64_t idx = rest % L.size[d];
-      rest /= L.size[d];
-      off += idx * L.dst_stride[d];
-    }
-    store_double(dt, dst + off * es, value);
+// Element i (row-major over the layout's sizes) of the destination view, in elements.
+__device__ int64_t dst_offset(const Layout& L, int64_t i) {
+  int64_t off = 0;
+  for (int d = L.ndim - 1; d >= 0; --d) {
+    off += (i % L.size[d]) * L.dst_stride[d];
+    i /= L.size[d];
   }
+  return off;
+}
+
+__global__ void fill_kernel(Layout L, int dt, char* dst, int es, double value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    store_double(dt, dst + dst_offset(L, i) * es, value);
 }
 
 // The element's bytes as given (es of them, little-endian in `bits`): an exact fill for every dtype.
 __global__ void fill_bits_kernel(Layout L, char* dst, int es, uint64_t bits, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t rest = i, off = 0;
-    for (int d = L.ndim - 1; d >= 0; --d) {
-      int64_t idx = rest % L.size[d];
-      rest /= L.size[d];
-      off += idx * L.dst_stride[d];
-    }
-    char* p = dst + off * es;
+    char* p = dst + dst_offset(L, i) * es;
     switch (es) {
       case 1: *reinterpret_cast<uint8_t*>(p) = uint8_t(bits); break;
       case 2: *reinterpret_cast<uint16_t*>(p) = uint16_t(bits); break;
