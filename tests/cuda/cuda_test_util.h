@@ -36,6 +36,13 @@ struct ImplGuard {
   cuda::AttentionImpl saved;
 };
 
+// Batch, head and row strides of an attention operand [B, H, T, width] stored as it is, or (bthd) as
+// [B, T, H, width]: strided heads, as after a projection's reshape.
+inline void attention_strides(bool bthd, int64_t H, int64_t T, int64_t width, int64_t out[3]) {
+  if (bthd) out[0] = T * H * width, out[1] = width, out[2] = H * width;
+  else out[0] = H * T * width, out[1] = T * width, out[2] = width;
+}
+
 inline bool cuda_required() {
   const char* v = std::getenv("VLP_REQUIRE_CUDA");
   return v != nullptr && std::strcmp(v, "0") != 0 && v[0] != '\0';

@@ -23,10 +23,7 @@ struct Shape5 {
   bool bthd;  // q, k, v stored [B, T, H, D] (strided heads) instead of [B, H, T, D]
 };
 
-void strides_for(const Shape5& s, int64_t T, int64_t D, int64_t out[3]) {
-  if (s.bthd) out[0] = T * s.H * D, out[1] = D, out[2] = s.H * D;
-  else out[0] = s.H * T * D, out[1] = T * D, out[2] = D;
-}
+void strides_for(const Shape5& s, int64_t T, int64_t D, int64_t out[3]) { attention_strides(s.bthd, s.H, T, D, out); }
 
 void run_case(const Shape5& s, DType dt, bool causal, bool masked, bool biased, double p) {
   const std::string tag = std::string(dtype_name(dt)) + (causal ? " causal" : "") + (masked ? " key-mask" : "") +

@@ -40,10 +40,7 @@ struct Case {
   bool bthd;  // q, k, v stored [B, T, H, D] (strided heads) instead of [B, H, T, D]
 };
 
-void strides_for(const Case& s, int64_t T, int64_t D, int64_t out[3]) {
-  if (s.bthd) out[0] = T * s.H * D, out[1] = D, out[2] = s.H * D;
-  else out[0] = s.H * T * D, out[1] = T * D, out[2] = D;
-}
+void strides_for(const Case& s, int64_t T, int64_t D, int64_t out[3]) { attention_strides(s.bthd, s.H, T, D, out); }
 
 // bias: 0 none, 1 [1, H, Tq, Tk] (T5), 2 [B, H, Tq, Tk].
 void run_case(const Case& s, bool causal, bool masked, int bias_kind) {

@@ -26,10 +26,7 @@ struct TcShape {
   bool full_bias;  // bias [B, H, Tq, Tk] (dbias written directly) instead of [H, Tq, Tk] broadcast over B
 };
 
-void strides_for(const TcShape& s, int64_t T, int64_t out[3]) {
-  if (s.bthd) out[0] = T * s.H * s.D, out[1] = s.D, out[2] = s.H * s.D;
-  else out[0] = s.H * T * s.D, out[1] = T * s.D, out[2] = s.D;
-}
+void strides_for(const TcShape& s, int64_t T, int64_t out[3]) { attention_strides(s.bthd, s.H, T, s.D, out); }
 
 struct TcResult {
   std::vector<double> out, lse, dq, dk, dv, dbias;
