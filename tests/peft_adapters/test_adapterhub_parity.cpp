@@ -1,0 +1,123 @@
+// Parity of VLPEFT_ADAPTER with the real adapter-hub/adapters library (v1.3.0, transformers 4.57.6) on the
+// tiny BART of tests/fixtures/models/bart. The fixtures tests/fixtures/adapterhub/<variant>.safetensors are
+// written by tools/reference/adapterhub/make_adapter_fixtures.py: the library's adapter with every
+// parameter set to seeded random values, one batch (a padded encoder row, an ignored label) in eval mode,
+// its logits, loss and the loss gradient of every adapter parameter.
+//
+// Mapping (adapters -> vlpeft), per layer "model.{encoder,decoder}.layers.N":
+//   attention_adapters        -> sa_site      adapter_down.0.weight/bias -> down.weight/bias
+//   cross_attention_adapters  -> ca_site      adapter_up.weight/bias     -> up.weight/bias
+//   output_adapters           -> ff_site      scaling (learned)          -> scale;  gate.* -> gate.*
+// e.g. "model.decoder.layers.1.output_adapters.adapters.default.adapter_down.0.weight" ->
+//      "model.decoder.layers.1.ff_site.adapters.default.down.weight".
+//
+// Configs (adapters -> vlpeft). adapters' sublayer conventions (original_ln_before/after,
+// residual_before_ln = True, no ln_before/ln_after) are what our placements compute:
+//   SeqBnConfig (Pfeiffer)   o + A(LN(o + x)), LN the block's own norm, then LN(· + x) -> placement pfeiffer
+//   DoubleSeqBnConfig        o + A(o) then LN(· + x), at mh_adapter + output_adapter    -> placement houlsby
+//   ParBnConfig              o + s·A'(x) then LN(· + x)                                -> placement parallel
+// Differences of defaults that the configs below spell out:
+//   - DoubleSeqBnConfig has cross_adapter = False: no adapter after BART's cross-attention, while our houlsby
+//     placement targets sa, ca and ff sites by default -> target_modules ["sa_site", "ff_site"]
+//     (variant houlsby_cross sets cross_adapter=True and uses our default sites).
+//   - the bottleneck is int(d_model // reduction_factor) in both.
+#include <ostream>
+#include <string>
+
+#include "models/peft/adapter.h"
+#include "runtime/safetensors.h"
+#include "tests/peft_adapters/peft_test_util.h"
+
+namespace vlp::peft {
+namespace {
+
+struct Variant {
+  const char* fixture;
+  const char* config;  // our VLPEFT_ADAPTER config matching the adapters config of the fixture
+};
+
+const Variant kVariants[] = {
+    {"pfeiffer", R"({"placement": "pfeiffer", "reduction_factor": 4})"},
+    {"pfeiffer_gated", R"({"placement": "pfeiffer", "reduction_factor": 4, "use_gating": true})"},
+    {"houlsby", R"({"placement": "houlsby", "reduction_factor": 4, "target_modules": ["sa_site", "ff_site"]})"},
+    {"houlsby_cross", R"({"placement": "houlsby", "reduction_factor": 4})"},
+    {"parallel", R"({"placement": "parallel"})"},
+    {"scaled_parallel", R"({"placement": "scaled_parallel"})"},
+};
+
+std::string fixture_path(const std::string& variant) {
+  return std::string(VLP_SOURCE_DIR) + "/tests/fixtures/adapterhub/" + variant + ".safetensors";
+}
+
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.fixture; }
+
+// max |a - b| / max |b|: the error relative to the tensor's scale. Elementwise relative errors would be
+// dominated by entries near zero (logits of a tiny model, gradients that are sums of cancelling terms)
+// whose F32 rounding is not relative to themselves.
+double rel_error(const Tensor& a, const Tensor& b) {
+  std::vector<double> va = to_vector(a), vb = to_vector(b);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < va.size(); ++i) diff = std::max(diff, std::abs(va[i] - vb[i])), scale = std::max(scale, std::abs(vb[i]));
+  return diff / std::max(scale, 1e-30);
+}
+
+class AdapterHubParity : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
+  const Variant& v = GetParam();
+  SafetensorsFile fx = load_safetensors(fixture_path(v.fixture));
+  auto model = test::tiny_bart();
+  nlohmann::json j = nlohmann::json::parse(v.config);
+  j["peft_type"] = "VLPEFT_ADAPTER";
+  add_adapter(*model, parse_peft_config(j, v.fixture), "default", 1);
+
+  // Every adapter tensor of ours has its fixture value, and every fixture tensor is one of ours.
+  std::map<std::string, Tensor> ours;
+  for (auto& [name, p] : model->named_parameters())
+    if (p.requires_grad()) ours[name] = p;
+  int fixture_params = 0;
+  for (const auto& [name, t] : fx.tensors) {
+    const bool is_param = name.find(".adapters.default.") != std::string::npos && name.rfind("grad.", 0) != 0;
+    if (!is_param) continue;
+    ++fixture_params;
+    ASSERT_TRUE(ours.count(name)) << v.fixture << ": the library has " << name << ", we do not";
+    ASSERT_EQ(ours[name].shape(), t.shape()) << name;
+    copy_(ours[name], t);
+  }
+  ASSERT_EQ(fixture_params, int(ours.size())) << v.fixture << ": we have adapter tensors the library lacks";
+
+  Seq2SeqInput in;
+  in.encoder.input_ids = fx.at("input_ids");
+  in.encoder.attention_mask = fx.at("attention_mask");
+  in.decoder_input_ids = fx.at("decoder_input_ids");
+  in.labels = fx.at("labels");
+  ForwardContext ctx;  // eval: no dropout
+  Seq2SeqOutput out = model->forward(in, ctx);
+  backward(out.loss);
+
+  const double logits_err = rel_error(out.logits, fx.at("logits"));
+  const double loss_err = rel_error(reshape(out.loss, {1}), fx.at("loss"));
+  double grad_err = 0;
+  for (auto& [name, p] : ours) {
+    ASSERT_TRUE(p.grad().defined()) << name;
+    const double e = rel_error(p.grad(), fx.at("grad." + name));
+    EXPECT_LT(e, 1e-5) << v.fixture << ": gradient of " << name;
+    grad_err = std::max(grad_err, e);
+  }
+  EXPECT_LT(logits_err, 1e-5) << v.fixture;
+  EXPECT_LT(loss_err, 1e-5) << v.fixture;
+  // The adapters matter: without them the logits are far from the library's.
+  for (auto& [site_name, site] : sublayer_sites(*model))
+    for (auto& [name, a] : site->adapters) a->active = false;
+  ForwardContext plain;
+  const double off_err = rel_error(model->forward(in, plain).logits, fx.at("logits"));
+  EXPECT_GT(off_err, 1e-2) << v.fixture;
+  std::printf("[ parity ] %-16s %2d adapter tensors  logits %.2e  loss %.2e  grads %.2e  (adapters off: logits %.2e)\n",
+              v.fixture, fixture_params, logits_err, loss_err, grad_err, off_err);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, AdapterHubParity, ::testing::ValuesIn(kVariants),
+                         [](const auto& info) { return std::string(info.param.fixture); });
+
+}  // namespace
+}  // namespace vlp::peft

@@ -1,0 +1,130 @@
+"""AdapterHub parity fixtures: the real adapter-hub/adapters library (v1.3.0) on the repository's tiny BART.
+
+For each bottleneck-adapter configuration below the script adds the adapter with `adapters`, sets every
+adapter parameter to seeded random values (so no projection is zero), runs one fixed batch in eval mode
+and writes tests/fixtures/adapterhub/<variant>.safetensors with
+  - the adapter parameters under vlpeft's names ("<site>.adapters.default.down.weight", ...),
+  - the batch: input_ids, attention_mask, decoder_input_ids, labels (int64),
+  - logits and loss,
+  - "grad.<vlpeft name>": the gradient of the loss with respect to each adapter parameter,
+and in the header metadata the adapters config (JSON) it came from.
+
+Run from the repository root with the venv of setup_venv.sh:
+  tools/reference/adapterhub/.venv/bin/python tools/reference/adapterhub/make_adapter_fixtures.py
+"""
+import json
+import os
+import re
+import sys
+
+import torch
+import transformers
+import adapters
+from adapters import DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
+from safetensors.torch import save_file
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+BART_DIR = os.path.join(ROOT, "tests", "fixtures", "models", "bart")
+OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "adapterhub")
+
+# d_model of the tiny BART is 24: reduction factor 4 -> bottleneck 6, 2 -> 12.
+VARIANTS = {
+    "pfeiffer": SeqBnConfig(reduction_factor=4),
+    "pfeiffer_gated": SeqBnConfig(reduction_factor=4, use_gating=True),
+    "houlsby": DoubleSeqBnConfig(reduction_factor=4),
+    "houlsby_cross": DoubleSeqBnConfig(reduction_factor=4, cross_adapter=True),
+    "parallel": ParBnConfig(),
+    "scaled_parallel": ParBnConfig(scaling="learned"),
+}
+
+# adapters' per-layer containers -> vlpeft's sublayer sites of models/bart.cpp.
+SITE_OF_CONTAINER = {
+    "attention_adapters": "sa_site",
+    "cross_attention_adapters": "ca_site",
+    "output_adapters": "ff_site",
+}
+# Tensor names inside one adapters.Adapter -> vlpeft's BottleneckAdapter (models/peft/adapter.h).
+TENSOR_OF_PARAM = {
+    "adapter_down.0.weight": "down.weight",  # adapter_down = Sequential(Linear, activation)
+    "adapter_down.0.bias": "down.bias",
+    "adapter_up.weight": "up.weight",
+    "adapter_up.bias": "up.bias",
+    "scaling": "scale",                      # scaling="learned": a [1] parameter
+    "gate.weight": "gate.weight",            # use_gating: Linear(d, 1)
+    "gate.bias": "gate.bias",
+}
+NAME_RE = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.\d+)\.(\w+)\.adapters\.default\.(.+)$")
+
+
+def vlpeft_name(name):
+    m = NAME_RE.match(name)
+    if not m or m.group(2) not in SITE_OF_CONTAINER or m.group(3) not in TENSOR_OF_PARAM:
+        raise ValueError(f"no vlpeft name for adapters parameter {name}")
+    return f"{m.group(1)}.{SITE_OF_CONTAINER[m.group(2)]}.adapters.default.{TENSOR_OF_PARAM[m.group(3)]}"
+
+
+def batch(vocab):
+    g = torch.Generator().manual_seed(11)
+    input_ids = torch.randint(3, vocab, (2, 6), generator=g)
+    attention_mask = torch.ones(2, 6, dtype=torch.int64)
+    attention_mask[1, 4:] = 0  # the second example is padded
+    input_ids[1, 4:] = 1       # pad_token_id
+    decoder_input_ids = torch.randint(3, vocab, (2, 4), generator=g)
+    decoder_input_ids[:, 0] = 2  # decoder_start_token_id
+    labels = torch.randint(3, vocab, (2, 4), generator=g)
+    labels[1, 3] = -100          # one ignored position
+    return input_ids, attention_mask, decoder_input_ids, labels
+
+
+def make(variant, config, seed):
+    model = transformers.BartForConditionalGeneration.from_pretrained(BART_DIR, torch_dtype=torch.float32)
+    adapters.init(model)
+    model.add_adapter("default", config=config)
+    model.train_adapter("default")
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    tensors, params = {}, {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".adapters.default." not in name:
+                continue
+            if name.endswith(".scaling"):
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))  # learned scale in [0.5, 1.5)
+            else:
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * 0.4)
+            params[vlpeft_name(name)] = p
+    assert params, f"{variant}: no adapter parameters"
+    input_ids, attention_mask, decoder_input_ids, labels = batch(model.config.vocab_size)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                labels=labels)
+    out.loss.backward()
+    for n, p in params.items():
+        tensors[n] = p.detach().clone().contiguous()
+        tensors["grad." + n] = p.grad.detach().clone().contiguous()
+    # Only the adapter is trainable: no gradient reaches the backbone.
+    for name, p in model.named_parameters():
+        if ".adapters.default." not in name:
+            assert p.grad is None, name
+    tensors.update(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                   labels=labels, logits=out.logits.detach().contiguous(), loss=out.loss.detach().reshape(1))
+    meta = {
+        "adapters_config": json.dumps(config.to_dict(), sort_keys=True, default=str),
+        "versions": json.dumps({"adapters": adapters.__version__, "transformers": transformers.__version__,
+                                "torch": torch.__version__}),
+    }
+    path = os.path.join(OUT_DIR, variant + ".safetensors")
+    save_file(tensors, path, metadata=meta)
+    print(f"{variant}: {len(params)} adapter tensors, loss {out.loss.item():.6f}, {os.path.getsize(path)} bytes")
+
+
+def main():
+    torch.manual_seed(0)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    only = set(sys.argv[1:])
+    for i, (variant, config) in enumerate(VARIANTS.items()):
+        if not only or variant in only:
+            make(variant, config, seed=100 + i)
+
+
+if __name__ == "__main__":
+    main()
