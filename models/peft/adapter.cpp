@@ -67,13 +67,17 @@ int BottleneckAdapter::slot(const ForwardContext& ctx) const {
   return ctx.task;
 }
 
-Tensor BottleneckAdapter::delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const {
+Tensor BottleneckAdapter::delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx,
+                                const Tensor& residual) const {
   const int s = slot(ctx);
+  // The block input x: in pre-LN stacks the stream before the norm, as adapter-hub/adapters reads it (its
+  // residual_input), not the normed value the sublayer itself read.
+  const Tensor& x = residual.defined() ? residual : input;
   Tensor z;
   if (options.placement == "parallel") {
-    z = input;
+    z = x;
   } else if (options.placement == "pfeiffer") {
-    z = block_norm ? block_norm->forward(output + input) : output + input;
+    z = block_norm ? block_norm->forward(output + x) : output + x;
   } else {
     z = output;
   }

@@ -3,13 +3,17 @@
 // up-projection, per-task down-projection) modes. The same module runs Compacter (PHM projections,
 // compacter.h) and routed adapters (a routing function on the bottleneck, routing.h).
 //
-// At a site with sublayer input x and sublayer output o (models/site.h), with
+// At a site with block input x and sublayer output o (models/site.h), with
 //   A(z) = s · (W_up f(W_down z + c_d) + c_u)       (f on f(x_t, x_v) for routed adapters)
-// the site's result is (the backbone then adds the block residual and, post-LN, its norm):
+// the site's result is (the backbone then adds the block residual x and, post-LN, its norm):
 //   houlsby  : o + A(o)                 VL-Adapter (before dropout: x + Drop(A(o) + o)), Houlsby
 //   pfeiffer : o + A(LN(o + x))         LN the block's own norm (post-LN BART); pre-LN stacks: o + A(o + x)
 //   parallel : o + A(x)                 s = 4 by default; scaled parallel: s learned (init 1)
-// and A(...) alone when `skip` is false (routed adapters on an encoder, spec §3.5).
+// and A(...) alone when `skip` is false (routed adapters on an encoder, spec §3.5). x is what the block's
+// residual adds: in post-LN stacks the sublayer input, in pre-LN stacks (T5, GPT-2, ViT, CLIP) the stream
+// before the sublayer's norm (the site's `residual`), not the normed value the sublayer read, as in
+// adapter-hub/adapters (its residual_input). These conventions match adapters 1.3.0 to F32 rounding on BART
+// and T5 (tests/peft_adapters/test_adapterhub_parity.cpp; its header gives the config correspondence).
 //
 // Config fields of peft_type VLPEFT_ADAPTER (adapter_config.json):
 //   placement        "vl_adapter" (default) | "houlsby" | "pfeiffer" | "parallel" | "scaled_parallel"
@@ -93,10 +97,16 @@ struct BottleneckAdapter : SublayerAdapter {
   void add_gate(DType dtype, Generator& gen);
   // The slot the batch uses: 0 in single mode, else ctx.task (checked against the task list).
   int slot(const ForwardContext& ctx) const;
-  // A(z) for the placement's z: the value before the adapter's own residual.
-  Tensor delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const;
+  // A(z) for the placement's z: the value before the adapter's own residual. `residual` (pre-LN stacks:
+  // the block's stream before its norm) replaces `input` as the block input x of the formulas.
+  Tensor delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx,
+               const Tensor& residual = Tensor()) const;
   Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override {
-    Tensor d = delta(input, output, ctx);
+    return forward_with_residual(input, Tensor(), output, ctx);
+  }
+  Tensor forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                               const ForwardContext& ctx) override {
+    Tensor d = delta(input, output, ctx, residual);
     return options.skip ? output + d : d;
   }
   const char* type_name() const override { return "BottleneckAdapter"; }
