@@ -1,28 +1,39 @@
 // Parity of VLPEFT_ADAPTER with the real adapter-hub/adapters library (v1.3.0, transformers 4.57.6) on the
-// tiny BART of tests/fixtures/models/bart. The fixtures tests/fixtures/adapterhub/<variant>.safetensors are
+// tiny BART and tiny T5 of tests/fixtures/models. The fixtures tests/fixtures/adapterhub/<model>_<variant>.safetensors are
 // written by tools/reference/adapterhub/make_adapter_fixtures.py: the library's adapter with every
 // parameter set to seeded random values, one batch (a padded encoder row, an ignored label) in eval mode,
 // its logits, loss and the loss gradient of every adapter parameter.
 //
-// Mapping (adapters -> vlpeft), per layer "model.{encoder,decoder}.layers.N":
-//   attention_adapters        -> sa_site      adapter_down.0.weight/bias -> down.weight/bias
-//   cross_attention_adapters  -> ca_site      adapter_up.weight/bias     -> up.weight/bias
-//   output_adapters           -> ff_site      scaling (learned)          -> scale;  gate.* -> gate.*
+// Mapping (adapters -> vlpeft). Sites: BART, per layer "model.{encoder,decoder}.layers.N":
+//   attention_adapters -> sa_site, cross_attention_adapters -> ca_site, output_adapters -> ff_site;
+// T5, per block "{encoder,decoder}.block.N" (the sublayer modules are the containers):
+//   layer.0 -> sa_site; encoder layer.1 -> ff_site; decoder layer.1 -> ca_site, layer.2 -> ff_site.
+// Tensors: adapter_down.0.weight/bias -> down.weight/bias, adapter_up.weight/bias -> up.weight/bias,
+//   scaling (scaling="learned", [1]) -> scale, gate.weight/bias (use_gating) -> gate.weight/bias.
 // e.g. "model.decoder.layers.1.output_adapters.adapters.default.adapter_down.0.weight" ->
-//      "model.decoder.layers.1.ff_site.adapters.default.down.weight".
+//      "model.decoder.layers.1.ff_site.adapters.default.down.weight",
+//      "decoder.block.1.layer.2.adapters.default.adapter_up.bias" -> "decoder.block.1.ff_site.adapters.default.up.bias".
 //
 // Configs (adapters -> vlpeft). adapters' sublayer conventions (original_ln_before/after,
 // residual_before_ln = True, no ln_before/ln_after) are what our placements compute:
 //   SeqBnConfig (Pfeiffer)   o + A(LN(o + x)), LN the block's own norm, then LN(· + x) -> placement pfeiffer
+//                            (T5, pre-LN, passes no norm: o + A(o + x), then + x)
 //   DoubleSeqBnConfig        o + A(o) then LN(· + x), at mh_adapter + output_adapter    -> placement houlsby
 //   ParBnConfig              o + s·A'(x) then LN(· + x)                                -> placement parallel
+//   use_gating               A(z) · mean_t σ(z W_g + b_g) (padding tokens included)    -> use_gating
+//   scaling="learned"        a [1] parameter, init 1                                   -> scaled_parallel
 // Differences of defaults that the configs below spell out:
 //   - DoubleSeqBnConfig has cross_adapter = False: no adapter after BART's cross-attention, while our houlsby
 //     placement targets sa, ca and ff sites by default -> target_modules ["sa_site", "ff_site"]
 //     (variant houlsby_cross sets cross_adapter=True and uses our default sites).
 //   - the bottleneck is int(d_model // reduction_factor) in both.
+// In pre-LN T5 the block input x of the Pfeiffer and parallel formulas is the stream before the sublayer's
+// norm (adapters' residual_input), which the T5 sites pass as `residual` (models/site.h); reading the normed
+// sublayer input instead (vlpeft before this test) put these variants 0.5-1.0 off in the logits.
+// Tolerances: logits and loss 1e-5 relative to the tensor's largest entry, gradients 3e-5.
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "models/peft/adapter.h"
 #include "runtime/safetensors.h"
@@ -31,12 +42,12 @@
 namespace vlp::peft {
 namespace {
 
-struct Variant {
-  const char* fixture;
-  const char* config;  // our VLPEFT_ADAPTER config matching the adapters config of the fixture
+// Our VLPEFT_ADAPTER config for each adapters config of make_adapter_fixtures.py.
+struct Config {
+  const char* name;
+  const char* json;
 };
-
-const Variant kVariants[] = {
+const Config kConfigs[] = {
     {"pfeiffer", R"({"placement": "pfeiffer", "reduction_factor": 4})"},
     {"pfeiffer_gated", R"({"placement": "pfeiffer", "reduction_factor": 4, "use_gating": true})"},
     {"houlsby", R"({"placement": "houlsby", "reduction_factor": 4, "target_modules": ["sa_site", "ff_site"]})"},
@@ -44,6 +55,19 @@ const Variant kVariants[] = {
     {"parallel", R"({"placement": "parallel"})"},
     {"scaled_parallel", R"({"placement": "scaled_parallel"})"},
 };
+
+struct Variant {
+  std::string model;    // bart | t5
+  std::string fixture;  // <model>_<config name>
+  std::string config;
+};
+
+std::vector<Variant> all_variants() {
+  std::vector<Variant> out;
+  for (const char* model : {"bart", "t5"})
+    for (const Config& c : kConfigs) out.push_back({model, std::string(model) + "_" + c.name, c.json});
+  return out;
+}
 
 std::string fixture_path(const std::string& variant) {
   return std::string(VLP_SOURCE_DIR) + "/tests/fixtures/adapterhub/" + variant + ".safetensors";
@@ -66,7 +90,20 @@ class AdapterHubParity : public ::testing::TestWithParam<Variant> {};
 TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
   const Variant& v = GetParam();
   SafetensorsFile fx = load_safetensors(fixture_path(v.fixture));
-  auto model = test::tiny_bart();
+  std::unique_ptr<Module> owner;
+  Seq2SeqOutput (*run)(Module&, const Seq2SeqInput&, ForwardContext&) = nullptr;
+  if (v.model == "bart") {
+    owner = test::tiny_bart();
+    run = [](Module& m, const Seq2SeqInput& in, ForwardContext& ctx) {
+      return static_cast<BartForConditionalGeneration&>(m).forward(in, ctx);
+    };
+  } else {
+    owner = test::tiny_t5();
+    run = [](Module& m, const Seq2SeqInput& in, ForwardContext& ctx) {
+      return static_cast<T5ForConditionalGeneration&>(m).forward(in, ctx);
+    };
+  }
+  Module* model = owner.get();
   nlohmann::json j = nlohmann::json::parse(v.config);
   j["peft_type"] = "VLPEFT_ADAPTER";
   add_adapter(*model, parse_peft_config(j, v.fixture), "default", 1);
@@ -92,7 +129,7 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
   in.decoder_input_ids = fx.at("decoder_input_ids");
   in.labels = fx.at("labels");
   ForwardContext ctx;  // eval: no dropout
-  Seq2SeqOutput out = model->forward(in, ctx);
+  Seq2SeqOutput out = run(*model, in, ctx);
   backward(out.loss);
 
   const double logits_err = rel_error(out.logits, fx.at("logits"));
@@ -101,7 +138,8 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
   for (auto& [name, p] : ours) {
     ASSERT_TRUE(p.grad().defined()) << name;
     const double e = rel_error(p.grad(), fx.at("grad." + name));
-    EXPECT_LT(e, 1e-5) << v.fixture << ": gradient of " << name;
+    // 3e-5: the F32 rounding of a backward through T5's RMS norms reaches 1.2e-5 (Houlsby); BART's stays < 3e-6.
+    EXPECT_LT(e, 3e-5) << v.fixture << ": gradient of " << name;
     grad_err = std::max(grad_err, e);
   }
   EXPECT_LT(logits_err, 1e-5) << v.fixture;
@@ -110,14 +148,14 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
   for (auto& [site_name, site] : sublayer_sites(*model))
     for (auto& [name, a] : site->adapters) a->active = false;
   ForwardContext plain;
-  const double off_err = rel_error(model->forward(in, plain).logits, fx.at("logits"));
+  const double off_err = rel_error(run(*model, in, plain).logits, fx.at("logits"));
   EXPECT_GT(off_err, 1e-2) << v.fixture;
-  std::printf("[ parity ] %-16s %2d adapter tensors  logits %.2e  loss %.2e  grads %.2e  (adapters off: logits %.2e)\n",
-              v.fixture, fixture_params, logits_err, loss_err, grad_err, off_err);
+  std::printf("[ parity ] %-20s %2d adapter tensors  logits %.2e  loss %.2e  grads %.2e  (adapters off: logits %.2e)\n",
+              v.fixture.c_str(), fixture_params, logits_err, loss_err, grad_err, off_err);
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, AdapterHubParity, ::testing::ValuesIn(kVariants),
-                         [](const auto& info) { return std::string(info.param.fixture); });
+INSTANTIATE_TEST_SUITE_P(Variants, AdapterHubParity, ::testing::ValuesIn(all_variants()),
+                         [](const auto& info) { return info.param.fixture; });
 
 }  // namespace
 }  // namespace vlp::peft

@@ -1,8 +1,9 @@
-"""AdapterHub parity fixtures: the real adapter-hub/adapters library (v1.3.0) on the repository's tiny BART.
+"""AdapterHub parity fixtures: the real adapter-hub/adapters library (v1.3.0) on the repository's tiny BART
+and tiny T5 (tests/fixtures/models/{bart,t5}, written by transformers 5; they load unchanged in 4.57.6).
 
 For each bottleneck-adapter configuration below the script adds the adapter with `adapters`, sets every
 adapter parameter to seeded random values (so no projection is zero), runs one fixed batch in eval mode
-and writes tests/fixtures/adapterhub/<variant>.safetensors with
+and writes tests/fixtures/adapterhub/<model>_<variant>.safetensors with
   - the adapter parameters under vlpeft's names ("<site>.adapters.default.down.weight", ...),
   - the batch: input_ids, attention_mask, decoder_input_ids, labels (int64),
   - logits and loss,
@@ -15,7 +16,6 @@ Run from the repository root with the venv of setup_venv.sh:
 import json
 import os
 import re
-import sys
 
 import torch
 import transformers
@@ -24,10 +24,13 @@ from adapters import DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
 from safetensors.torch import save_file
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-BART_DIR = os.path.join(ROOT, "tests", "fixtures", "models", "bart")
+MODELS = {
+    "bart": transformers.BartForConditionalGeneration,
+    "t5": transformers.T5ForConditionalGeneration,
+}
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "adapterhub")
 
-# d_model of the tiny BART is 24: reduction factor 4 -> bottleneck 6, 2 -> 12.
+# d_model of both tiny models is 24: reduction factor 4 -> bottleneck 6, 2 -> 12.
 VARIANTS = {
     "pfeiffer": SeqBnConfig(reduction_factor=4),
     "pfeiffer_gated": SeqBnConfig(reduction_factor=4, use_gating=True),
@@ -37,12 +40,16 @@ VARIANTS = {
     "scaled_parallel": ParBnConfig(scaling="learned"),
 }
 
-# adapters' per-layer containers -> vlpeft's sublayer sites of models/bart.cpp.
+# adapters' per-layer containers -> vlpeft's sublayer sites (models/bart.cpp, models/t5.cpp). BART's
+# layers hold named containers; in T5 the sublayer modules layer.0 (self-attention), layer.1
+# (cross-attention in the decoder, feed-forward in the encoder) and layer.2 are the containers.
 SITE_OF_CONTAINER = {
     "attention_adapters": "sa_site",
     "cross_attention_adapters": "ca_site",
     "output_adapters": "ff_site",
 }
+T5_SITE = {("encoder", "0"): "sa_site", ("encoder", "1"): "ff_site",
+           ("decoder", "0"): "sa_site", ("decoder", "1"): "ca_site", ("decoder", "2"): "ff_site"}
 # Tensor names inside one adapters.Adapter -> vlpeft's BottleneckAdapter (models/peft/adapter.h).
 TENSOR_OF_PARAM = {
     "adapter_down.0.weight": "down.weight",  # adapter_down = Sequential(Linear, activation)
@@ -53,31 +60,39 @@ TENSOR_OF_PARAM = {
     "gate.weight": "gate.weight",            # use_gating: Linear(d, 1)
     "gate.bias": "gate.bias",
 }
-NAME_RE = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.\d+)\.(\w+)\.adapters\.default\.(.+)$")
+BART_RE = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.\d+)\.(\w+)\.adapters\.default\.(.+)$")
+T5_RE = re.compile(r"^((encoder|decoder)\.block\.\d+)\.layer\.(\d)\.adapters\.default\.(.+)$")
 
 
 def vlpeft_name(name):
-    m = NAME_RE.match(name)
-    if not m or m.group(2) not in SITE_OF_CONTAINER or m.group(3) not in TENSOR_OF_PARAM:
-        raise ValueError(f"no vlpeft name for adapters parameter {name}")
-    return f"{m.group(1)}.{SITE_OF_CONTAINER[m.group(2)]}.adapters.default.{TENSOR_OF_PARAM[m.group(3)]}"
+    m = BART_RE.match(name)
+    if m and m.group(2) in SITE_OF_CONTAINER and m.group(3) in TENSOR_OF_PARAM:
+        return f"{m.group(1)}.{SITE_OF_CONTAINER[m.group(2)]}.adapters.default.{TENSOR_OF_PARAM[m.group(3)]}"
+    m = T5_RE.match(name)
+    if m and (m.group(2), m.group(3)) in T5_SITE and m.group(4) in TENSOR_OF_PARAM:
+        site = T5_SITE[(m.group(2), m.group(3))]
+        return f"{m.group(1)}.{site}.adapters.default.{TENSOR_OF_PARAM[m.group(4)]}"
+    raise ValueError(f"no vlpeft name for adapters parameter {name}")
 
 
-def batch(vocab):
+def batch(config):
+    vocab, pad, start = config.vocab_size, config.pad_token_id, config.decoder_start_token_id
     g = torch.Generator().manual_seed(11)
     input_ids = torch.randint(3, vocab, (2, 6), generator=g)
     attention_mask = torch.ones(2, 6, dtype=torch.int64)
     attention_mask[1, 4:] = 0  # the second example is padded
-    input_ids[1, 4:] = 1       # pad_token_id
+    input_ids[1, 4:] = pad
     decoder_input_ids = torch.randint(3, vocab, (2, 4), generator=g)
-    decoder_input_ids[:, 0] = 2  # decoder_start_token_id
+    decoder_input_ids[:, 0] = start
     labels = torch.randint(3, vocab, (2, 4), generator=g)
     labels[1, 3] = -100          # one ignored position
     return input_ids, attention_mask, decoder_input_ids, labels
 
 
-def make(variant, config, seed):
-    model = transformers.BartForConditionalGeneration.from_pretrained(BART_DIR, torch_dtype=torch.float32)
+def make(kind, variant, config, seed):
+    model_dir = os.path.join(ROOT, "tests", "fixtures", "models", kind)
+    model = MODELS[kind].from_pretrained(model_dir, dtype=torch.float32)
+    variant = f"{kind}_{variant}"
     adapters.init(model)
     model.add_adapter("default", config=config)
     model.train_adapter("default")
@@ -94,9 +109,9 @@ def make(variant, config, seed):
                 p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * 0.4)
             params[vlpeft_name(name)] = p
     assert params, f"{variant}: no adapter parameters"
-    input_ids, attention_mask, decoder_input_ids, labels = batch(model.config.vocab_size)
+    input_ids, attention_mask, decoder_input_ids, labels = batch(model.config)
     out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                labels=labels)
+                labels=labels, use_cache=False)
     out.loss.backward()
     for n, p in params.items():
         tensors[n] = p.detach().clone().contiguous()
@@ -120,10 +135,9 @@ def make(variant, config, seed):
 def main():
     torch.manual_seed(0)
     os.makedirs(OUT_DIR, exist_ok=True)
-    only = set(sys.argv[1:])
-    for i, (variant, config) in enumerate(VARIANTS.items()):
-        if not only or variant in only:
-            make(variant, config, seed=100 + i)
+    for kind in MODELS:
+        for i, (variant, config) in enumerate(VARIANTS.items()):
+            make(kind, variant, config, seed=100 + i)
 
 
 if __name__ == "__main__":
