@@ -175,9 +175,10 @@ void init_bottleneck(BottleneckAdapter& adapter, const std::string& scheme, cons
           if (u->bias.defined()) zeros_(u->bias);
         });
   } else if (scheme == "houlsby") {
+    // Weights only: adapters (and Houlsby's code) start the biases at zero.
     auto f = [&](DenseProjection* d) {
       truncated_normal_(d->weight, 0.01, -0.02, 0.02, gen);
-      if (d->bias.defined()) truncated_normal_(d->bias, 0.01, -0.02, 0.02, gen);
+      if (d->bias.defined()) zeros_(d->bias);
     };
     each(f, f);
   } else {
@@ -315,7 +316,10 @@ static std::vector<std::string> default_adapter_sites(const PeftConfig& config) 
 std::vector<std::shared_ptr<BottleneckAdapter>> attach_bottlenecks(AttachContext& ctx, const BottleneckMaker& make) {
   const std::string placement = ctx.config.get_string("placement", "vl_adapter");
   const bool before_dropout = ctx.config.get_bool("before_dropout", placement == "vl_adapter");
-  const std::string init = ctx.config.get_string("init_weights", "vl_adapter");
+  const std::string init_default = placement == "vl_adapter"                          ? "vl_adapter"
+                                   : placement == "parallel" || placement == "scaled_parallel" ? "mam_adapter"
+                                                                                             : "bert";
+  const std::string init = ctx.config.get_string("init_weights", init_default);
   std::vector<std::shared_ptr<BottleneckAdapter>> out;
   for (const auto& t : sublayer_targets(ctx, default_adapter_sites(ctx.config))) {
     std::shared_ptr<BottleneckAdapter> a = make(bottleneck_options(ctx.config, t.d_model), t.dtype);

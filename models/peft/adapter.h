@@ -24,8 +24,10 @@
 //   skip             internal residual (default true)
 //   before_dropout   call the site before the sublayer dropout (default true for vl_adapter, else false)
 //   init_weights     "vl_adapter" (BART N(0, 0.02), zero biases; other backbones nn.Linear's default),
-//                    "bert" N(0, 0.02), "mam_adapter" (Kaiming-uniform down, zero up), "houlsby"
-//                    (normal 0.01 truncated to ±0.02), "zero_up" (vl_adapter with W_up = 0, c_u = 0)
+//                    "bert" N(0, 0.02), zero biases, "mam_adapter" (Kaiming-uniform down, zero up, zero
+//                    biases), "houlsby" (weights normal 0.01 truncated to ±0.02, zero biases), "zero_up"
+//                    (vl_adapter with W_up = 0, c_u = 0). Default by placement, as adapter-hub/adapters'
+//                    configs: vl_adapter "vl_adapter"; houlsby, pfeiffer "bert"; (scaled) parallel "mam_adapter"
 //   use_gating       multiply A(z) by a token-mean gate of z (gate.h; UniPELT, combinations.h): parameters
 //                    "gate.weight" [1, d] ~ N(0, 0.02), "gate.bias" 0 (default false)
 //   sharing          "single" (default) | "multiple" | "half_shared"

@@ -203,6 +203,7 @@ TEST(Adapter, InitSchemes) {
     auto* u = dynamic_cast<DenseProjection*>(a.up[0]);
     EXPECT_LE(std::get<2>(stats(u->weight)), 0.02);
     EXPECT_NEAR(std::get<1>(stats(u->weight)), 0.0088, 0.0006);  // std of N(0,1) truncated at ±2: 0.880
+    EXPECT_EQ(stats(u->bias), std::make_tuple(0.0, 0.0, 0.0));    // biases start at zero, as in adapters
   }
   {
     BottleneckAdapter a(o, dense_projections());

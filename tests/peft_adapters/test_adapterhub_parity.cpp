@@ -154,6 +154,34 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
               v.fixture.c_str(), fixture_params, logits_err, loss_err, grad_err, off_err);
 }
 
+// Without init_weights each placement starts as adapters' config class does: SeqBnConfig and DoubleSeqBnConfig
+// "bert" (N(0, 0.02), zero biases), ParBnConfig "mam_adapter" (zero up-projection: the model is unchanged).
+TEST(AdapterHubDefaults, InitWeightsFollowTheLibraryConfigs) {
+  auto stats = [](Module& model, const std::string& suffix) {
+    double sq = 0, n = 0, mx = 0;
+    for (auto& [name, p] : model.named_parameters())
+      if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        for (double x : to_vector(p)) sq += x * x, n += 1, mx = std::max(mx, std::abs(x));
+    return std::pair<double, double>(std::sqrt(sq / std::max(n, 1.0)), mx);
+  };
+  for (const char* placement : {"houlsby", "pfeiffer"}) {
+    auto model = test::tiny_t5();  // on T5 "vl_adapter" would be nn.Linear's default instead
+    add_adapter(*model, parse_peft_config({{"peft_type", "VLPEFT_ADAPTER"}, {"placement", placement}, {"reduction_factor", 2}}),
+                "default", 3);
+    EXPECT_NEAR(stats(*model, "adapters.default.down.weight").first, 0.02, 0.003) << placement;
+    EXPECT_NEAR(stats(*model, "adapters.default.up.weight").first, 0.02, 0.003) << placement;
+    EXPECT_EQ(stats(*model, "adapters.default.down.bias").second, 0.0) << placement;
+    EXPECT_EQ(stats(*model, "adapters.default.up.bias").second, 0.0) << placement;
+  }
+  for (const char* placement : {"parallel", "scaled_parallel"}) {
+    auto model = test::tiny_bart();
+    add_adapter(*model, parse_peft_config({{"peft_type", "VLPEFT_ADAPTER"}, {"placement", placement}}), "default", 3);
+    EXPECT_GT(stats(*model, "adapters.default.down.weight").second, 0.0) << placement;
+    EXPECT_EQ(stats(*model, "adapters.default.up.weight").second, 0.0) << placement;
+    EXPECT_EQ(stats(*model, "adapters.default.down.bias").second, 0.0) << placement;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, AdapterHubParity, ::testing::ValuesIn(all_variants()),
                          [](const auto& info) { return info.param.fixture; });
 
