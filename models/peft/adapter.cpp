@@ -307,9 +307,12 @@ BottleneckOptions bottleneck_options(const PeftConfig& config, int64_t d_model) 
   return o;
 }
 
+// VL-Adapter adapts every sublayer; Houlsby the self-attention and feed-forward ones, as adapters'
+// DoubleSeqBnConfig (mh_adapter, output_adapter; cross_adapter false); the others the feed-forward only.
 static std::vector<std::string> default_adapter_sites(const PeftConfig& config) {
   const std::string placement = config.get_string("placement", "vl_adapter");
-  if (placement == "vl_adapter" || placement == "houlsby") return {"sa_site", "ca_site", "ff_site"};
+  if (placement == "vl_adapter") return {"sa_site", "ca_site", "ff_site"};
+  if (placement == "houlsby") return {"sa_site", "ff_site"};
   return {"ff_site"};
 }
 

@@ -32,8 +32,9 @@
 //                    "gate.weight" [1, d] ~ N(0, 0.02), "gate.bias" 0 (default false)
 //   sharing          "single" (default) | "multiple" | "half_shared"
 //   tasks            task names, indexed by ForwardContext::task (required for multiple / half_shared)
-//   target_modules   site names or suffixes (default sa_site, ca_site, ff_site for vl_adapter/houlsby;
-//                    ff_site for pfeiffer and the parallel adapters)
+//   target_modules   site names or suffixes (default sa_site, ca_site, ff_site for vl_adapter; sa_site,
+//                    ff_site for houlsby (adapters' DoubleSeqBnConfig has no cross-attention adapter: add
+//                    "ca_site" for its cross_adapter=True); ff_site for pfeiffer and the parallel adapters)
 // Parameter names: "<site>.adapters.<name>.down.weight", ".down.bias", ".up.weight", ".up.bias"; per task
 // "<site>.adapters.<name>.<task>.down.weight" (half-shared: shared "up", per-task "<task>.down").
 #pragma once
