@@ -1,11 +1,12 @@
 // Parity of VLPEFT_ADAPTER with the real adapter-hub/adapters library (v1.3.0, transformers 4.57.6) on the
-// tiny BART and tiny T5 of tests/fixtures/models. The fixtures tests/fixtures/adapterhub/<model>_<variant>.safetensors are
+// tiny BART, T5 and GPT-2 of tests/fixtures/models. The fixtures tests/fixtures/adapterhub/<model>_<variant>.safetensors are
 // written by tools/reference/adapterhub/make_adapter_fixtures.py: the library's adapter with every
 // parameter set to seeded random values, one batch (a padded encoder row, an ignored label) in eval mode,
 // its logits, loss and the loss gradient of every adapter parameter.
 //
 // Mapping (adapters -> vlpeft). Sites: BART, per layer "model.{encoder,decoder}.layers.N":
 //   attention_adapters -> sa_site, cross_attention_adapters -> ca_site, output_adapters -> ff_site;
+// GPT-2, per block "transformer.h.N": attention_adapters -> sa_site, output_adapters -> ff_site;
 // T5, per block "{encoder,decoder}.block.N" (the sublayer modules are the containers):
 //   layer.0 -> sa_site; encoder layer.1 -> ff_site; decoder layer.1 -> ca_site, layer.2 -> ff_site.
 // Tensors: adapter_down.0.weight/bias -> down.weight/bias, adapter_up.weight/bias -> up.weight/bias,
@@ -26,14 +27,15 @@
 // int(d_model // reduction_factor), the sites (DoubleSeqBnConfig has cross_adapter = False, and so has our
 // houlsby placement by default; variant houlsby_cross sets cross_adapter=True <-> target_modules with ca_site),
 // the inits (bert / bert / mam_adapter; checked below, the parity runs overwrite every tensor).
-// In pre-LN T5 the block input x of the Pfeiffer and parallel formulas is the stream before the sublayer's
-// norm (adapters' residual_input), which the T5 sites pass as `residual` (models/site.h); reading the normed
+// In pre-LN T5 and GPT-2 the block input x of the Pfeiffer and parallel formulas is the stream before the sublayer's
+// norm (adapters' residual_input), which pre-LN sites pass as `residual` (models/site.h); reading the normed
 // sublayer input instead (vlpeft before this test) put these variants 0.5-1.0 off in the logits.
 // Tolerances: logits and loss 1e-5 relative to the tensor's largest entry, gradients 3e-5.
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "models/gpt2.h"
 #include "models/peft/adapter.h"
 #include "runtime/safetensors.h"
 #include "tests/peft_adapters/peft_test_util.h"
@@ -63,9 +65,18 @@ struct Variant {
 
 std::vector<Variant> all_variants() {
   std::vector<Variant> out;
-  for (const char* model : {"bart", "t5"})
-    for (const Config& c : kConfigs) out.push_back({model, std::string(model) + "_" + c.name, c.json});
+  for (const char* model : {"bart", "t5", "gpt2"})
+    for (const Config& c : kConfigs)
+      if (std::string(model) != "gpt2" || std::string(c.name) != "houlsby_cross")  // GPT-2: no cross-attention
+        out.push_back({model, std::string(model) + "_" + c.name, c.json});
   return out;
+}
+
+std::unique_ptr<GPT2LMHeadModel> tiny_gpt2() {
+  const std::string dir = std::string(VLP_SOURCE_DIR) + "/tests/fixtures/models/gpt2";
+  auto m = std::make_unique<GPT2LMHeadModel>(read_gpt2_config(dir));
+  load_checkpoint(*m, dir);
+  return m;
 }
 
 std::string fixture_path(const std::string& variant) {
@@ -96,10 +107,23 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
     run = [](Module& m, const Seq2SeqInput& in, ForwardContext& ctx) {
       return static_cast<BartForConditionalGeneration&>(m).forward(in, ctx);
     };
-  } else {
+  } else if (v.model == "t5") {
     owner = test::tiny_t5();
     run = [](Module& m, const Seq2SeqInput& in, ForwardContext& ctx) {
       return static_cast<T5ForConditionalGeneration&>(m).forward(in, ctx);
+    };
+  } else {
+    owner = tiny_gpt2();
+    // GPT-2 reads the same fields of Seq2SeqInput: encoder.input_ids, encoder.attention_mask, labels.
+    run = [](Module& m, const Seq2SeqInput& in, ForwardContext& ctx) {
+      GPT2Input g;
+      g.input_ids = in.encoder.input_ids;
+      g.attention_mask = in.encoder.attention_mask;
+      g.labels = in.labels;
+      CausalLMOutput o = static_cast<GPT2LMHeadModel&>(m).forward(g, ctx);
+      Seq2SeqOutput out;
+      out.logits = o.logits, out.loss = o.loss;
+      return out;
     };
   }
   Module* model = owner.get();
@@ -125,7 +149,7 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
   Seq2SeqInput in;
   in.encoder.input_ids = fx.at("input_ids");
   in.encoder.attention_mask = fx.at("attention_mask");
-  in.decoder_input_ids = fx.at("decoder_input_ids");
+  if (fx.find("decoder_input_ids")) in.decoder_input_ids = fx.at("decoder_input_ids");
   in.labels = fx.at("labels");
   ForwardContext ctx;  // eval: no dropout
   Seq2SeqOutput out = run(*model, in, ctx);

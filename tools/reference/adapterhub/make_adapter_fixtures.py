@@ -1,11 +1,12 @@
 """AdapterHub parity fixtures: the real adapter-hub/adapters library (v1.3.0) on the repository's tiny BART
-and tiny T5 (tests/fixtures/models/{bart,t5}, written by transformers 5; they load unchanged in 4.57.6).
+tiny T5 and tiny GPT-2 (tests/fixtures/models/{bart,t5,gpt2}, written by transformers 5; they load unchanged
+in 4.57.6).
 
 For each bottleneck-adapter configuration below the script adds the adapter with `adapters`, sets every
 adapter parameter to seeded random values (so no projection is zero), runs one fixed batch in eval mode
 and writes tests/fixtures/adapterhub/<model>_<variant>.safetensors with
   - the adapter parameters under vlpeft's names ("<site>.adapters.default.down.weight", ...),
-  - the batch: input_ids, attention_mask, decoder_input_ids, labels (int64),
+  - the batch: input_ids, attention_mask, decoder_input_ids (not for GPT-2), labels (int64),
   - logits and loss,
   - "grad.<vlpeft name>": the gradient of the loss with respect to each adapter parameter,
 and in the header metadata the adapters config (JSON) it came from.
@@ -27,6 +28,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 MODELS = {
     "bart": transformers.BartForConditionalGeneration,
     "t5": transformers.T5ForConditionalGeneration,
+    "gpt2": transformers.GPT2LMHeadModel,
 }
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "adapterhub")
 
@@ -60,7 +62,7 @@ TENSOR_OF_PARAM = {
     "gate.weight": "gate.weight",            # use_gating: Linear(d, 1)
     "gate.bias": "gate.bias",
 }
-BART_RE = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.\d+)\.(\w+)\.adapters\.default\.(.+)$")
+BART_RE = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.\d+|transformer\.h\.\d+)\.(\w+)\.adapters\.default\.(.+)$")
 T5_RE = re.compile(r"^((encoder|decoder)\.block\.\d+)\.layer\.(\d)\.adapters\.default\.(.+)$")
 
 
@@ -75,7 +77,19 @@ def vlpeft_name(name):
     raise ValueError(f"no vlpeft name for adapters parameter {name}")
 
 
+def causal_batch(config):
+    g = torch.Generator().manual_seed(11)
+    input_ids = torch.randint(3, config.vocab_size, (2, 7), generator=g)
+    attention_mask = torch.ones(2, 7, dtype=torch.int64)
+    attention_mask[1, 5:] = 0  # the second example is right-padded
+    labels = input_ids.clone()
+    labels[1, 5:] = -100
+    return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
 def batch(config):
+    if not config.is_encoder_decoder:
+        return causal_batch(config)
     vocab, pad, start = config.vocab_size, config.pad_token_id, config.decoder_start_token_id
     g = torch.Generator().manual_seed(11)
     input_ids = torch.randint(3, vocab, (2, 6), generator=g)
@@ -86,7 +100,7 @@ def batch(config):
     decoder_input_ids[:, 0] = start
     labels = torch.randint(3, vocab, (2, 4), generator=g)
     labels[1, 3] = -100          # one ignored position
-    return input_ids, attention_mask, decoder_input_ids, labels
+    return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, labels=labels)
 
 
 def make(kind, variant, config, seed):
@@ -109,9 +123,8 @@ def make(kind, variant, config, seed):
                 p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * 0.4)
             params[vlpeft_name(name)] = p
     assert params, f"{variant}: no adapter parameters"
-    input_ids, attention_mask, decoder_input_ids, labels = batch(model.config)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                labels=labels, use_cache=False)
+    inputs = batch(model.config)
+    out = model(**inputs, use_cache=False)
     out.loss.backward()
     for n, p in params.items():
         tensors[n] = p.detach().clone().contiguous()
@@ -120,8 +133,8 @@ def make(kind, variant, config, seed):
     for name, p in model.named_parameters():
         if ".adapters.default." not in name:
             assert p.grad is None, name
-    tensors.update(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                   labels=labels, logits=out.logits.detach().contiguous(), loss=out.loss.detach().reshape(1))
+    tensors.update(inputs)
+    tensors.update(logits=out.logits.detach().contiguous(), loss=out.loss.detach().reshape(1))
     meta = {
         "adapters_config": json.dumps(config.to_dict(), sort_keys=True, default=str),
         "versions": json.dumps({"adapters": adapters.__version__, "transformers": transformers.__version__,
@@ -137,6 +150,8 @@ def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     for kind in MODELS:
         for i, (variant, config) in enumerate(VARIANTS.items()):
+            if kind == "gpt2" and config["cross_adapter"]:
+                continue  # no cross-attention
             make(kind, variant, config, seed=100 + i)
 
 
