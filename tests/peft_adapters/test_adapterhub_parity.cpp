@@ -1,8 +1,9 @@
 // Parity of VLPEFT_ADAPTER with the real adapter-hub/adapters library (v1.3.0, transformers 4.57.6) on the
-// tiny BART, T5 and GPT-2 of tests/fixtures/models. The fixtures tests/fixtures/adapterhub/<model>_<variant>.safetensors are
-// written by tools/reference/adapterhub/make_adapter_fixtures.py: the library's adapter with every
-// parameter set to seeded random values, one batch (a padded encoder row, an ignored label) in eval mode,
-// its logits, loss and the loss gradient of every adapter parameter.
+// tiny BART, T5 and GPT-2 of tests/fixtures/models. The fixtures
+// tests/fixtures/adapterhub/<model>_<variant>.safetensors are written by
+// tools/reference/adapterhub/make_adapter_fixtures.py: the library's adapter with every parameter set to
+// seeded random values, one batch (a padded row, an ignored label) in eval mode, its logits, loss and the
+// loss gradient of every adapter parameter.
 //
 // Mapping (adapters -> vlpeft). Sites: BART, per layer "model.{encoder,decoder}.layers.N":
 //   attention_adapters -> sa_site, cross_attention_adapters -> ca_site, output_adapters -> ff_site;
@@ -18,7 +19,7 @@
 // Configs (adapters -> vlpeft). adapters' sublayer conventions (original_ln_before/after,
 // residual_before_ln = True, no ln_before/ln_after) are what our placements compute:
 //   SeqBnConfig (Pfeiffer)   o + A(LN(o + x)), LN the block's own norm, then LN(· + x) -> placement pfeiffer
-//                            (T5, pre-LN, passes no norm: o + A(o + x), then + x)
+//                            (pre-LN T5, GPT-2 pass no norm: o + A(o + x), then + x)
 //   DoubleSeqBnConfig        o + A(o) then LN(· + x), at mh_adapter + output_adapter    -> placement houlsby
 //   ParBnConfig              o + s·A'(x) then LN(· + x)                                -> placement parallel
 //   use_gating               A(z) · mean_t σ(z W_g + b_g) (padding tokens included)    -> use_gating
@@ -27,10 +28,14 @@
 // int(d_model // reduction_factor), the sites (DoubleSeqBnConfig has cross_adapter = False, and so has our
 // houlsby placement by default; variant houlsby_cross sets cross_adapter=True <-> target_modules with ca_site),
 // the inits (bert / bert / mam_adapter; checked below, the parity runs overwrite every tensor).
-// In pre-LN T5 and GPT-2 the block input x of the Pfeiffer and parallel formulas is the stream before the sublayer's
-// norm (adapters' residual_input), which pre-LN sites pass as `residual` (models/site.h); reading the normed
-// sublayer input instead (vlpeft before this test) put these variants 0.5-1.0 off in the logits.
+// In pre-LN T5 and GPT-2 the block input x of the Pfeiffer and parallel formulas is the stream before the
+// sublayer's norm (adapters' residual_input), which pre-LN sites pass as `residual` (models/site.h); reading
+// the normed sublayer input instead (vlpeft before this test) put these variants 0.5-1.0 off in the logits.
 // Tolerances: logits and loss 1e-5 relative to the tensor's largest entry, gradients 3e-5.
+// Not covered (no vlpeft option for them): BnConfig's ln_before, ln_after, adapter_residual_before_ln,
+// residual_before_ln = False / "post_add", original_ln_before/after other than the presets', scaling
+// "channel" (AdapterPlusConfig), init_weights_seed, leave_out, invertible adapters; Compacter (phm_layer)
+// and MAM / UniPELT (our prefix parametrisation differs) are not in this parity set.
 #include <ostream>
 #include <string>
 #include <vector>
