@@ -60,6 +60,12 @@ const Config kConfigs[] = {
     {"houlsby_cross", R"({"placement": "houlsby", "reduction_factor": 4, "target_modules": ["sa_site", "ca_site", "ff_site"]})"},
     {"parallel", R"({"placement": "parallel"})"},
     {"scaled_parallel", R"({"placement": "scaled_parallel"})"},
+    // CompacterConfig / CompacterPlusPlusConfig (phm_dim 4, phm_rank 1, gelu, one shared phm_rule): the
+    // library's single rule for both directions is our phm_rule_scope "adapter"; no cross-attention adapter.
+    {"compacter", R"({"peft_type": "VLPEFT_COMPACTER", "placement": "houlsby", "reduction_factor": 3,
+                     "phm_rule_scope": "adapter", "target_modules": ["sa_site", "ff_site"]})"},
+    {"compacter_pp", R"({"peft_type": "VLPEFT_COMPACTER", "placement": "pfeiffer", "reduction_factor": 3,
+                        "phm_rule_scope": "adapter"})"},
 };
 
 struct Variant {
@@ -133,7 +139,7 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
   }
   Module* model = owner.get();
   nlohmann::json j = nlohmann::json::parse(v.config);
-  j["peft_type"] = "VLPEFT_ADAPTER";
+  if (!j.contains("peft_type")) j["peft_type"] = "VLPEFT_ADAPTER";
   add_adapter(*model, parse_peft_config(j, v.fixture), "default", 1);
 
   // Every adapter tensor of ours has its fixture value, and every fixture tensor is one of ours.
@@ -142,7 +148,8 @@ TEST_P(AdapterHubParity, LogitsLossAndAdapterGradientsMatchTheLibrary) {
     if (p.requires_grad()) ours[name] = p;
   int fixture_params = 0;
   for (const auto& [name, t] : fx.tensors) {
-    const bool is_param = name.find(".adapters.default.") != std::string::npos && name.rfind("grad.", 0) != 0;
+    const bool is_param = (name.find(".adapters.default.") != std::string::npos || name.rfind("peft_shared.", 0) == 0) &&
+                          name.rfind("grad.", 0) != 0;
     if (!is_param) continue;
     ++fixture_params;
     ASSERT_TRUE(ours.count(name)) << v.fixture << ": the library has " << name << ", we do not";

@@ -21,7 +21,7 @@ import re
 import torch
 import transformers
 import adapters
-from adapters import DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
+from adapters import CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
 from safetensors.torch import save_file
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -40,6 +40,9 @@ VARIANTS = {
     "houlsby_cross": DoubleSeqBnConfig(reduction_factor=4, cross_adapter=True),
     "parallel": ParBnConfig(),
     "scaled_parallel": ParBnConfig(scaling="learned"),
+    # PHM projections (phm_dim 4): the bottleneck must divide by 4 -> reduction factor 3 (bottleneck 8).
+    "compacter": CompacterConfig(reduction_factor=3),
+    "compacter_pp": CompacterPlusPlusConfig(reduction_factor=3),
 }
 
 # adapters' per-layer containers -> vlpeft's sublayer sites (models/bart.cpp, models/t5.cpp). BART's
@@ -61,12 +64,22 @@ TENSOR_OF_PARAM = {
     "scaling": "scale",                      # scaling="learned": a [1] parameter
     "gate.weight": "gate.weight",            # use_gating: Linear(d, 1)
     "gate.bias": "gate.bias",
+    "adapter_down.0.W_left": "down.W_left",  # PHMLayer (Compacter): W_i = W_left_i W_right_i, bias "b"
+    "adapter_down.0.W_right": "down.W_right",
+    "adapter_down.0.b": "down.bias",
+    "adapter_up.W_left": "up.W_left",
+    "adapter_up.W_right": "up.W_right",
+    "adapter_up.b": "up.bias",
 }
+# shared_phm_rule: one [n, n, n] rule per adapter, in base_model.shared_parameters, used by every PHM layer.
+SHARED_RE = re.compile(r"^(?:model\.|transformer\.)?shared_parameters\.default\.phm_rule$")
 BART_RE = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.\d+|transformer\.h\.\d+)\.(\w+)\.adapters\.default\.(.+)$")
 T5_RE = re.compile(r"^((encoder|decoder)\.block\.\d+)\.layer\.(\d)\.adapters\.default\.(.+)$")
 
 
 def vlpeft_name(name):
+    if SHARED_RE.match(name):
+        return "peft_shared.default.all.phm_rule"
     m = BART_RE.match(name)
     if m and m.group(2) in SITE_OF_CONTAINER and m.group(3) in TENSOR_OF_PARAM:
         return f"{m.group(1)}.{SITE_OF_CONTAINER[m.group(2)]}.adapters.default.{TENSOR_OF_PARAM[m.group(3)]}"
@@ -75,6 +88,10 @@ def vlpeft_name(name):
         site = T5_SITE[(m.group(2), m.group(3))]
         return f"{m.group(1)}.{site}.adapters.default.{TENSOR_OF_PARAM[m.group(4)]}"
     raise ValueError(f"no vlpeft name for adapters parameter {name}")
+
+
+def is_adapter_param(name):
+    return ".adapters.default." in name or bool(SHARED_RE.match(name))
 
 
 def causal_batch(config):
@@ -115,7 +132,7 @@ def make(kind, variant, config, seed):
     tensors, params = {}, {}
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".adapters.default." not in name:
+            if not is_adapter_param(name):
                 continue
             if name.endswith(".scaling"):
                 p.copy_(0.5 + torch.rand(p.shape, generator=g))  # learned scale in [0.5, 1.5)
@@ -131,7 +148,7 @@ def make(kind, variant, config, seed):
         tensors["grad." + n] = p.grad.detach().clone().contiguous()
     # Only the adapter is trainable: no gradient reaches the backbone.
     for name, p in model.named_parameters():
-        if ".adapters.default." not in name:
+        if not is_adapter_param(name):
             assert p.grad is None, name
     tensors.update(inputs)
     tensors.update(logits=out.logits.detach().contiguous(), loss=out.loss.detach().reshape(1))
