@@ -1,4 +1,4 @@
-// Parity of VLPEFT_ADAPTER with the real adapter-hub/adapters library (v1.3.0, transformers 4.57.6) on the
+// Parity of VLPEFT_ADAPTER and VLPEFT_COMPACTER with the real adapter-hub/adapters library (v1.3.0, transformers 4.57.6) on the
 // tiny BART, T5 and GPT-2 of tests/fixtures/models. The fixtures
 // tests/fixtures/adapterhub/<model>_<variant>.safetensors are written by
 // tools/reference/adapterhub/make_adapter_fixtures.py: the library's adapter with every parameter set to
@@ -11,7 +11,9 @@
 // T5, per block "{encoder,decoder}.block.N" (the sublayer modules are the containers):
 //   layer.0 -> sa_site; encoder layer.1 -> ff_site; decoder layer.1 -> ca_site, layer.2 -> ff_site.
 // Tensors: adapter_down.0.weight/bias -> down.weight/bias, adapter_up.weight/bias -> up.weight/bias,
-//   scaling (scaling="learned", [1]) -> scale, gate.weight/bias (use_gating) -> gate.weight/bias.
+//   scaling (scaling="learned", [1]) -> scale, gate.weight/bias (use_gating) -> gate.weight/bias;
+//   Compacter: adapter_down.0.{W_left, W_right, b} -> down.{W_left, W_right, bias} (up likewise), and the
+//   one shared rule {model., transformer., ""}shared_parameters.default.phm_rule -> peft_shared.default.all.phm_rule.
 // e.g. "model.decoder.layers.1.output_adapters.adapters.default.adapter_down.0.weight" ->
 //      "model.decoder.layers.1.ff_site.adapters.default.down.weight",
 //      "decoder.block.1.layer.2.adapters.default.adapter_up.bias" -> "decoder.block.1.ff_site.adapters.default.up.bias".
@@ -24,6 +26,9 @@
 //   ParBnConfig              o + s·A'(x) then LN(· + x)                                -> placement parallel
 //   use_gating               A(z) · mean_t σ(z W_g + b_g) (padding tokens included)    -> use_gating
 //   scaling="learned"        a [1] parameter, init 1                                   -> scaled_parallel
+//   CompacterConfig / ++     PHM projections H = Σ_i A_i ⊗ W_left_i W_right_i          -> VLPEFT_COMPACTER houlsby /
+//                            with one A for every layer and both directions               pfeiffer, phm_rule_scope
+//                                                                                         "adapter", no ca_site
 // Defaults agree: rf 16 / 16 / 2, relu / swish / relu, s = 4 for parallel, the bottleneck
 // int(d_model // reduction_factor), the sites (DoubleSeqBnConfig has cross_adapter = False, and so has our
 // houlsby placement by default; variant houlsby_cross sets cross_adapter=True <-> target_modules with ca_site),
@@ -34,8 +39,8 @@
 // Tolerances: logits and loss 1e-5 relative to the tensor's largest entry, gradients 3e-5.
 // Not covered (no vlpeft option for them): BnConfig's ln_before, ln_after, adapter_residual_before_ln,
 // residual_before_ln = False / "post_add", original_ln_before/after other than the presets', scaling
-// "channel" (AdapterPlusConfig), init_weights_seed, leave_out, invertible adapters; Compacter (phm_layer)
-// and MAM / UniPELT (our prefix parametrisation differs) are not in this parity set.
+// "channel" (AdapterPlusConfig), init_weights_seed, leave_out, invertible adapters, Compacter's
+// factorized_phm_rule / shared_W_phm; MAM / UniPELT (our prefix parametrisation differs) are not in this set.
 #include <ostream>
 #include <string>
 #include <vector>
