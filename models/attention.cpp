@@ -81,10 +81,10 @@ Tensor dropout(const Tensor& x, double p, const ForwardContext& ctx) {
 }
 
 Tensor sublayer_output(const SublayerSite& site, const Tensor& input, const Tensor& output, double p,
-                       const ForwardContext& ctx) {
+                       const ForwardContext& ctx, const Tensor& residual) {
   if (site.adapters.empty()) return dropout(output, p, ctx);
-  if (site.before_dropout) return dropout(site.forward(input, output, ctx), p, ctx);
-  return site.forward(input, dropout(output, p, ctx), ctx);
+  if (site.before_dropout) return dropout(site.forward(input, output, ctx, residual), p, ctx);
+  return site.forward(input, dropout(output, p, ctx), ctx, residual);
 }
 
 Tensor as_key_mask(const Tensor& mask) {

@@ -67,8 +67,9 @@ Tensor dropout(const Tensor& x, double p, const ForwardContext& ctx);
 
 // A sublayer's contribution to the residual stream: Drop(output) through the SublayerSite, in the order the
 // site asks for (site.before_dropout: Drop(site(input, output)); otherwise site(input, Drop(output))).
+// Pre-LN blocks pass `residual`, the stream before the sublayer's norm (SublayerSite::forward).
 Tensor sublayer_output(const SublayerSite& site, const Tensor& input, const Tensor& output, double p,
-                       const ForwardContext& ctx);
+                       const ForwardContext& ctx, const Tensor& residual = Tensor());
 
 // A 0/1 padding mask [B, T] (any integer or bool dtype) as Bool, for attention; undefined stays undefined.
 Tensor as_key_mask(const Tensor& mask);

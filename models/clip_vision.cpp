@@ -148,9 +148,9 @@ Tensor CLIPEncoderLayer::forward(const Tensor& x, const Tensor& key_mask, const 
                                                               self_attn.v_proj, heads, attention_dropout, key_mask,
                                                               self_attn.attn_site, ctx),
                                         ctx);
-  Tensor h = x + sublayer_output(sa_site, a_in, a, 0.0, ctx);
+  Tensor h = x + sublayer_output(sa_site, a_in, a, 0.0, ctx, x);
   Tensor m_in = layer_norm2.forward(h);
-  return h + sublayer_output(ff_site, m_in, mlp.forward(m_in, ctx), 0.0, ctx);
+  return h + sublayer_output(ff_site, m_in, mlp.forward(m_in, ctx), 0.0, ctx, h);
 }
 
 CLIPEncoder::CLIPEncoder(const CLIPVisionConfig& c) {

@@ -98,9 +98,9 @@ GPT2Block::GPT2Block(const GPT2Config& config, int64_t layer_index)
 Tensor GPT2Block::forward(const Tensor& x, const Tensor& key_mask, KVCache* cache, const ForwardContext& ctx) const {
   TraceRange range("gpt2.block");
   Tensor a_in = ln_1.forward(x);
-  Tensor h = x + sublayer_output(sa_site, a_in, attn.forward(a_in, key_mask, cache, ctx), attn.resid_pdrop, ctx);
+  Tensor h = x + sublayer_output(sa_site, a_in, attn.forward(a_in, key_mask, cache, ctx), attn.resid_pdrop, ctx, x);
   Tensor m_in = ln_2.forward(h);
-  return h + sublayer_output(ff_site, m_in, mlp.forward(m_in, ctx), mlp.resid_pdrop, ctx);
+  return h + sublayer_output(ff_site, m_in, mlp.forward(m_in, ctx), mlp.resid_pdrop, ctx, h);
 }
 
 // ---- model ----

@@ -35,11 +35,19 @@ struct LinearAdapter : Module {
   bool merged = false;
 };
 
-// Acts on a sublayer's result. `input` is the sublayer input (parallel adapters read it), `output` the
-// sublayer output after its dropout and before the residual add. Returns the new sublayer output.
+// Acts on a sublayer's result. `input` is the sublayer input (what the sublayer read: in pre-LN stacks the
+// normed stream), `output` the sublayer output after its dropout and before the residual add. Returns the
+// new sublayer output.
 struct SublayerAdapter : Module {
   bool active = true;
   virtual Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) = 0;
+  // Pre-LN stacks also hand the site `residual`, the stream entering the block before its norm (what the
+  // block's residual connection adds). Adapters that read the block input as adapter-hub/adapters does
+  // (Pfeiffer, parallel: its residual_input) override this; the default ignores it.
+  virtual Tensor forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                                       const ForwardContext& ctx) {
+    return forward(input, output, ctx);
+  }
 };
 
 struct SublayerSite : Module {
@@ -48,10 +56,12 @@ struct SublayerSite : Module {
   // before it when true (`output` is then the undropped sublayer output and the dropout applies to the
   // site's result), as VL-Adapter places its adapters in T5 and BART: x + Drop(A(Sublayer(x))).
   bool before_dropout = false;
-  Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const {
+  // `residual`: the block's pre-norm input in pre-LN stacks, undefined in post-LN ones (there `input` is it).
+  Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx,
+                 const Tensor& residual = Tensor()) const {
     Tensor h = output;
     for (const auto& [name, a] : adapters)
-      if (a->active) h = a->forward(input, h, ctx);
+      if (a->active) h = residual.defined() ? a->forward_with_residual(input, residual, h, ctx) : a->forward(input, h, ctx);
     return h;
   }
   const char* type_name() const override { return "SublayerSite"; }

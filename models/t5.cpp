@@ -133,17 +133,17 @@ Tensor T5Stack::run_blocks(Tensor hidden, const Tensor& key_mask, const std::fun
     Tensor x = sa.layer_norm.forward(hidden);
     Tensor out = sa.SelfAttention.forward(x, Tensor(), key_mask, is_decoder, bias,
                                           cache ? &cache->self_attn[i] : nullptr, ctx);
-    hidden = hidden + sublayer_output(b.sa_site, x, out, b.dropout, ctx);
+    hidden = hidden + sublayer_output(b.sa_site, x, out, b.dropout, ctx, hidden);
     if (is_decoder) {
       const T5LayerCrossAttention& ca = *b.cross_attention;
       x = ca.layer_norm.forward(hidden);
       out = ca.EncDecAttention.forward(x, encoder->hidden, enc_mask, false, nullptr,
                                        cache ? &cache->cross_attn[i] : nullptr, ctx);
-      hidden = hidden + sublayer_output(*b.ca_site, x, out, b.dropout, ctx);
+      hidden = hidden + sublayer_output(*b.ca_site, x, out, b.dropout, ctx, hidden);
     }
     x = b.feed_forward.layer_norm.forward(hidden);
     out = b.feed_forward.DenseReluDense.forward(x, ctx);
-    hidden = hidden + sublayer_output(b.ff_site, x, out, b.dropout, ctx);
+    hidden = hidden + sublayer_output(b.ff_site, x, out, b.dropout, ctx, hidden);
   }
   return dropout(final_layer_norm.forward(hidden), config.dropout_rate, ctx);
 }

@@ -278,10 +278,10 @@ Tensor ViTLayer::forward(const Tensor& x, const Tensor& key_mask, const ForwardC
   Tensor a = attention.dense.forward(vision_self_attention(a_in, attention.query, attention.key, attention.value, heads,
                                                            attention_dropout, key_mask, attention.attn_site, ctx),
                                      ctx);
-  Tensor h = x + sublayer_output(sa_site, a_in, a, hidden_dropout, ctx);
+  Tensor h = x + sublayer_output(sa_site, a_in, a, hidden_dropout, ctx, x);
   Tensor m_in = layernorm_after.forward(h);
   Tensor m = output_dense.forward(act(intermediate_dense.forward(m_in, ctx)), ctx);
-  return h + sublayer_output(ff_site, m_in, m, hidden_dropout, ctx);
+  return h + sublayer_output(ff_site, m_in, m, hidden_dropout, ctx, h);
 }
 
 ViTEncoder::ViTEncoder(const ViTConfig& c) {

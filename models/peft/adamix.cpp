@@ -78,8 +78,13 @@ void AdaMixAdapter::choose(const ForwardContext& ctx) {
 }
 
 Tensor AdaMixAdapter::forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) {
+  return forward_with_residual(input, Tensor(), output, ctx);
+}
+
+Tensor AdaMixAdapter::forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                                            const ForwardContext& ctx) {
   choose(ctx);
-  return BottleneckAdapter::forward(input, output, ctx);
+  return BottleneckAdapter::forward_with_residual(input, residual, output, ctx);
 }
 
 // ---- LoRA variant ----

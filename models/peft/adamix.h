@@ -60,6 +60,8 @@ struct AdaMixAdapter : BottleneckAdapter {
   // Training: a fresh expert per mixture (in mixtures() order); eval: the averages.
   void choose(const ForwardContext& ctx);
   Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override;
+  Tensor forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                               const ForwardContext& ctx) override;
   const char* type_name() const override { return "AdaMixAdapter"; }
 };
 

@@ -67,13 +67,17 @@ int BottleneckAdapter::slot(const ForwardContext& ctx) const {
   return ctx.task;
 }
 
-Tensor BottleneckAdapter::delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const {
+Tensor BottleneckAdapter::delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx,
+                                const Tensor& residual) const {
   const int s = slot(ctx);
+  // The block input x: in pre-LN stacks the stream before the norm, as adapter-hub/adapters reads it (its
+  // residual_input), not the normed value the sublayer itself read.
+  const Tensor& x = residual.defined() ? residual : input;
   Tensor z;
   if (options.placement == "parallel") {
-    z = input;
+    z = x;
   } else if (options.placement == "pfeiffer") {
-    z = block_norm ? block_norm->forward(output + input) : output + input;
+    z = block_norm ? block_norm->forward(output + x) : output + x;
   } else {
     z = output;
   }
@@ -171,9 +175,10 @@ void init_bottleneck(BottleneckAdapter& adapter, const std::string& scheme, cons
           if (u->bias.defined()) zeros_(u->bias);
         });
   } else if (scheme == "houlsby") {
+    // Weights only: adapters (and Houlsby's code) start the biases at zero.
     auto f = [&](DenseProjection* d) {
       truncated_normal_(d->weight, 0.01, -0.02, 0.02, gen);
-      if (d->bias.defined()) truncated_normal_(d->bias, 0.01, -0.02, 0.02, gen);
+      if (d->bias.defined()) zeros_(d->bias);
     };
     each(f, f);
   } else {
@@ -302,16 +307,22 @@ BottleneckOptions bottleneck_options(const PeftConfig& config, int64_t d_model) 
   return o;
 }
 
+// VL-Adapter adapts every sublayer; Houlsby the self-attention and feed-forward ones, as adapters'
+// DoubleSeqBnConfig (mh_adapter, output_adapter; cross_adapter false); the others the feed-forward only.
 static std::vector<std::string> default_adapter_sites(const PeftConfig& config) {
   const std::string placement = config.get_string("placement", "vl_adapter");
-  if (placement == "vl_adapter" || placement == "houlsby") return {"sa_site", "ca_site", "ff_site"};
+  if (placement == "vl_adapter") return {"sa_site", "ca_site", "ff_site"};
+  if (placement == "houlsby") return {"sa_site", "ff_site"};
   return {"ff_site"};
 }
 
 std::vector<std::shared_ptr<BottleneckAdapter>> attach_bottlenecks(AttachContext& ctx, const BottleneckMaker& make) {
   const std::string placement = ctx.config.get_string("placement", "vl_adapter");
   const bool before_dropout = ctx.config.get_bool("before_dropout", placement == "vl_adapter");
-  const std::string init = ctx.config.get_string("init_weights", "vl_adapter");
+  const std::string init_default = placement == "vl_adapter"                          ? "vl_adapter"
+                                   : placement == "parallel" || placement == "scaled_parallel" ? "mam_adapter"
+                                                                                             : "bert";
+  const std::string init = ctx.config.get_string("init_weights", init_default);
   std::vector<std::shared_ptr<BottleneckAdapter>> out;
   for (const auto& t : sublayer_targets(ctx, default_adapter_sites(ctx.config))) {
     std::shared_ptr<BottleneckAdapter> a = make(bottleneck_options(ctx.config, t.d_model), t.dtype);

@@ -3,13 +3,17 @@
 // up-projection, per-task down-projection) modes. The same module runs Compacter (PHM projections,
 // compacter.h) and routed adapters (a routing function on the bottleneck, routing.h).
 //
-// At a site with sublayer input x and sublayer output o (models/site.h), with
+// At a site with block input x and sublayer output o (models/site.h), with
 //   A(z) = s · (W_up f(W_down z + c_d) + c_u)       (f on f(x_t, x_v) for routed adapters)
-// the site's result is (the backbone then adds the block residual and, post-LN, its norm):
+// the site's result is (the backbone then adds the block residual x and, post-LN, its norm):
 //   houlsby  : o + A(o)                 VL-Adapter (before dropout: x + Drop(A(o) + o)), Houlsby
 //   pfeiffer : o + A(LN(o + x))         LN the block's own norm (post-LN BART); pre-LN stacks: o + A(o + x)
 //   parallel : o + A(x)                 s = 4 by default; scaled parallel: s learned (init 1)
-// and A(...) alone when `skip` is false (routed adapters on an encoder, spec §3.5).
+// and A(...) alone when `skip` is false (routed adapters on an encoder, spec §3.5). x is what the block's
+// residual adds: in post-LN stacks the sublayer input, in pre-LN stacks (T5, GPT-2, ViT, CLIP) the stream
+// before the sublayer's norm (the site's `residual`), not the normed value the sublayer read, as in
+// adapter-hub/adapters (its residual_input). These conventions match adapters 1.3.0 to F32 rounding on BART
+// and T5 (tests/peft_adapters/test_adapterhub_parity.cpp; its header gives the config correspondence).
 //
 // Config fields of peft_type VLPEFT_ADAPTER (adapter_config.json):
 //   placement        "vl_adapter" (default) | "houlsby" | "pfeiffer" | "parallel" | "scaled_parallel"
@@ -20,14 +24,17 @@
 //   skip             internal residual (default true)
 //   before_dropout   call the site before the sublayer dropout (default true for vl_adapter, else false)
 //   init_weights     "vl_adapter" (BART N(0, 0.02), zero biases; other backbones nn.Linear's default),
-//                    "bert" N(0, 0.02), "mam_adapter" (Kaiming-uniform down, zero up), "houlsby"
-//                    (normal 0.01 truncated to ±0.02), "zero_up" (vl_adapter with W_up = 0, c_u = 0)
+//                    "bert" N(0, 0.02), zero biases, "mam_adapter" (Kaiming-uniform down, zero up, zero
+//                    biases), "houlsby" (weights normal 0.01 truncated to ±0.02, zero biases), "zero_up"
+//                    (vl_adapter with W_up = 0, c_u = 0). Default by placement, as adapter-hub/adapters'
+//                    configs: vl_adapter "vl_adapter"; houlsby, pfeiffer "bert"; (scaled) parallel "mam_adapter"
 //   use_gating       multiply A(z) by a token-mean gate of z (gate.h; UniPELT, combinations.h): parameters
 //                    "gate.weight" [1, d] ~ N(0, 0.02), "gate.bias" 0 (default false)
 //   sharing          "single" (default) | "multiple" | "half_shared"
 //   tasks            task names, indexed by ForwardContext::task (required for multiple / half_shared)
-//   target_modules   site names or suffixes (default sa_site, ca_site, ff_site for vl_adapter/houlsby;
-//                    ff_site for pfeiffer and the parallel adapters)
+//   target_modules   site names or suffixes (default sa_site, ca_site, ff_site for vl_adapter; sa_site,
+//                    ff_site for houlsby (adapters' DoubleSeqBnConfig has no cross-attention adapter: add
+//                    "ca_site" for its cross_adapter=True); ff_site for pfeiffer and the parallel adapters)
 // Parameter names: "<site>.adapters.<name>.down.weight", ".down.bias", ".up.weight", ".up.bias"; per task
 // "<site>.adapters.<name>.<task>.down.weight" (half-shared: shared "up", per-task "<task>.down").
 #pragma once
@@ -93,10 +100,16 @@ struct BottleneckAdapter : SublayerAdapter {
   void add_gate(DType dtype, Generator& gen);
   // The slot the batch uses: 0 in single mode, else ctx.task (checked against the task list).
   int slot(const ForwardContext& ctx) const;
-  // A(z) for the placement's z: the value before the adapter's own residual.
-  Tensor delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx) const;
+  // A(z) for the placement's z: the value before the adapter's own residual. `residual` (pre-LN stacks:
+  // the block's stream before its norm) replaces `input` as the block input x of the formulas.
+  Tensor delta(const Tensor& input, const Tensor& output, const ForwardContext& ctx,
+               const Tensor& residual = Tensor()) const;
   Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override {
-    Tensor d = delta(input, output, ctx);
+    return forward_with_residual(input, Tensor(), output, ctx);
+  }
+  Tensor forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                               const ForwardContext& ctx) override {
+    Tensor d = delta(input, output, ctx, residual);
     return options.skip ? output + d : d;
   }
   const char* type_name() const override { return "BottleneckAdapter"; }

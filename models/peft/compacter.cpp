@@ -43,7 +43,12 @@ Tensor PhmProjection::phm_matrix() const {
   return reshape(h4, {d_in, d_out});
 }
 
-PhmSharedRules::PhmSharedRules(int64_t n, DType dtype) {
+PhmSharedRules::PhmSharedRules(int64_t n, DType dtype, bool one_rule) {
+  if (one_rule) {
+    phm_rule = zeros({n, n, n}, dtype);
+    register_parameter("phm_rule", &phm_rule);
+    return;
+  }
   phm_rule_down = zeros({n, n, n}, dtype);
   phm_rule_up = zeros({n, n, n}, dtype);
   register_parameter("phm_rule_down", &phm_rule_down);
@@ -82,7 +87,8 @@ void attach_compacter(AttachContext& ctx) {
   const std::string w_init = c.get_string("phm_w_init", vl ? "xavier_uniform" : "xavier_normal");
   const bool before_dropout = c.get_bool("before_dropout", vl);
   const std::string scope = c.get_string("phm_rule_scope", "stack");
-  VLP_CHECK(scope == "stack" || scope == "model", c.source, ": phm_rule_scope \"", scope, "\" (stack, model)");
+  VLP_CHECK(scope == "stack" || scope == "model" || scope == "adapter", c.source, ": phm_rule_scope \"", scope,
+            "\" (stack, model, adapter)");
   const std::vector<std::string> defaults =
       placement == "pfeiffer" ? std::vector<std::string>{"ff_site"}
                               : std::vector<std::string>{"sa_site", "ca_site", "ff_site"};
@@ -96,16 +102,20 @@ void attach_compacter(AttachContext& ctx) {
     if (!c.raw.contains("non_linearity")) o.non_linearity = vl ? "gelu_new" : "gelu";
     PhmSharedRules* rules = nullptr;
     if (shared) {
-      const std::string stack = t.stack.empty() || scope == "model" ? "all" : t.stack;
+      const std::string stack = t.stack.empty() || scope != "stack" ? "all" : t.stack;
       rules = dynamic_cast<PhmSharedRules*>(shared_root->find_module(stack));
       if (!rules) {
-        rules = &shared_root->add_module<PhmSharedRules>(stack, n, t.dtype);
-        normal_(rules->phm_rule_down, 0.0, rule_std, &ctx.generator);
-        normal_(rules->phm_rule_up, 0.0, rule_std, &ctx.generator);
+        rules = &shared_root->add_module<PhmSharedRules>(stack, n, t.dtype, scope == "adapter");
+        if (scope == "adapter") {
+          normal_(rules->phm_rule, 0.0, rule_std, &ctx.generator);
+        } else {
+          normal_(rules->phm_rule_down, 0.0, rule_std, &ctx.generator);
+          normal_(rules->phm_rule_up, 0.0, rule_std, &ctx.generator);
+        }
       }
     }
     ProjectionFactory make = [&](int64_t in, int64_t out, const std::string& role) -> std::unique_ptr<Projection> {
-      const Tensor* rule = rules ? (role == "down" ? &rules->phm_rule_down : &rules->phm_rule_up) : nullptr;
+      const Tensor* rule = rules ? rules->rule(role) : nullptr;
       auto p = std::make_unique<PhmProjection>(n, in, out, rank, rule, t.dtype);
       init_phm(*p, w_init, rule_std, ctx.generator);
       return p;

@@ -12,7 +12,10 @@
 //   shared_phm_rule  one set of A_i per stack and direction at model level (default false for vl_adapter,
 //                    true otherwise), in "peft_shared.<adapter>.<stack or 'all'>.phm_rule_{down,up}"
 //   phm_rule_scope   "stack" (default: one set per stack and direction, spec §2.7) | "model" (one set per
-//                    direction for the whole model, as adapter-hub/adapters, spec §4.19; stored under "all")
+//                    direction for the whole model, spec §4.19; stored under "all") | "adapter" (one set for
+//                    the whole model and both directions, "peft_shared.<adapter>.all.phm_rule": what
+//                    adapter-hub/adapters 1.3.0 does with shared_phm_rule, its PHM layers reading one
+//                    shared_parameters[<adapter>]["phm_rule"] whatever their position)
 //   phm_rank         k for low-rank B_i (default 0 = full B_i for vl_adapter, 1 otherwise)
 //   phm_init_range   std of A_i's normal init (default 0.01 for vl_adapter, 1e-4 otherwise)
 //   phm_w_init       "xavier_uniform" (gain √2, default for vl_adapter) | "xavier_normal" (the library's
@@ -44,9 +47,14 @@ struct PhmProjection : Projection {
 };
 
 // Model-level shared A_i of one stack: "phm_rule_down", "phm_rule_up", each [n, n, n].
+// With one_rule (phm_rule_scope "adapter"): a single "phm_rule" that both directions use.
 struct PhmSharedRules : Module {
   Tensor phm_rule_down, phm_rule_up;
-  PhmSharedRules(int64_t n, DType dtype);
+  Tensor phm_rule;  // one_rule only
+  PhmSharedRules(int64_t n, DType dtype, bool one_rule = false);
+  const Tensor* rule(const std::string& role) const {
+    return phm_rule.defined() ? &phm_rule : role == "down" ? &phm_rule_down : &phm_rule_up;
+  }
 };
 
 // B_i (or S_i, T_i) per slice with the given scheme; A_i ~ N(0, rule_std) when owned; c = 0.

@@ -28,9 +28,14 @@ FusionAdapter::FusionAdapter(std::string comp, std::vector<std::pair<std::string
 }
 
 Tensor FusionAdapter::forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) {
+  return forward_with_residual(input, Tensor(), output, ctx);
+}
+
+Tensor FusionAdapter::forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                                            const ForwardContext& ctx) {
   if (composition == "stack") {
     Tensor h = output;
-    for (auto& [name, a] : members) h = a->forward(input, h, ctx);
+    for (auto& [name, a] : members) h = a->forward_with_residual(input, residual, h, ctx);
     return h;
   }
   if (composition == "parallel") {
@@ -40,12 +45,13 @@ Tensor FusionAdapter::forward(const Tensor& input, const Tensor& output, const F
     std::vector<Tensor> parts;
     for (int64_t k = 0; k < n; ++k) {
       Tensor in_k = narrow(input, 0, k * (B / n), B / n), out_k = narrow(output, 0, k * (B / n), B / n);
-      parts.push_back(members[size_t(k)].second->forward(in_k, out_k, ctx));
+      Tensor res_k = residual.defined() ? narrow(residual, 0, k * (B / n), B / n) : Tensor();
+      parts.push_back(members[size_t(k)].second->forward_with_residual(in_k, res_k, out_k, ctx));
     }
     return concat(parts, 0);
   }
   std::vector<Tensor> u;
-  for (auto& [name, a] : members) u.push_back(a->delta(input, output, ctx));
+  for (auto& [name, a] : members) u.push_back(a->delta(input, output, ctx, residual));
   if (composition == "average") {
     Tensor sum_u = u[0] * weights[0];
     for (size_t i = 1; i < u.size(); ++i) sum_u = sum_u + u[i] * weights[i];

@@ -39,6 +39,9 @@ struct FusionAdapter : SublayerAdapter {
   FusionAdapter(std::string composition, std::vector<std::pair<std::string, BottleneckAdapter*>> members,
                 int64_t d_model, bool dynamic = true, DType dtype = DType::F32);
   Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override;
+  // Hands a pre-LN block's `residual` on to the members (SublayerAdapter::forward_with_residual).
+  Tensor forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                               const ForwardContext& ctx) override;
   const char* type_name() const override { return "FusionAdapter"; }
 };
 

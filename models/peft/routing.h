@@ -84,6 +84,10 @@ struct BorrowedSublayerAdapter : SublayerAdapter {
   Tensor forward(const Tensor& input, const Tensor& output, const ForwardContext& ctx) override {
     return target->forward(input, output, ctx);
   }
+  Tensor forward_with_residual(const Tensor& input, const Tensor& residual, const Tensor& output,
+                               const ForwardContext& ctx) override {
+    return target->forward_with_residual(input, residual, output, ctx);
+  }
   const char* type_name() const override { return "BorrowedSublayerAdapter"; }
 };
 

@@ -203,6 +203,7 @@ TEST(Adapter, InitSchemes) {
     auto* u = dynamic_cast<DenseProjection*>(a.up[0]);
     EXPECT_LE(std::get<2>(stats(u->weight)), 0.02);
     EXPECT_NEAR(std::get<1>(stats(u->weight)), 0.0088, 0.0006);  // std of N(0,1) truncated at ±2: 0.880
+    EXPECT_EQ(stats(u->bias), std::make_tuple(0.0, 0.0, 0.0));    // biases start at zero, as in adapters
   }
   {
     BottleneckAdapter a(o, dense_projections());
@@ -212,6 +213,30 @@ TEST(Adapter, InitSchemes) {
   }
   BottleneckAdapter a(o, dense_projections());
   EXPECT_THROW(init_bottleneck(a, "nope", "t5", g), Error);
+}
+
+// Pre-LN sites also pass the stream before the norm: Pfeiffer and parallel read it as x in place of the
+// normed sublayer input (adapters' residual_input); Houlsby reads only the output.
+TEST(Adapter, PreLnResidualReplacesTheInputAsBlockInput) {
+  Tensor normed = test::rand_input({2, 3, D}, 11, DType::F64, false);
+  Tensor stream = test::rand_input({2, 3, D}, 12, DType::F64, false);
+  Tensor o = test::rand_input({2, 3, D}, 13, DType::F64, false);
+  SublayerSite site;
+  for (const char* placement : {"pfeiffer", "parallel", "houlsby"}) {
+    auto a = std::make_shared<BottleneckAdapter>(options(placement, "relu"), dense_projections(DType::F64), DType::F64);
+    test::randomize(*a, 4);
+    Tensor with = a->forward_with_residual(normed, stream, o, {});
+    EXPECT_TRUE(test::all_close(with, a->forward(stream, o, {}), 0, 0)) << placement;
+    if (std::string(placement) != "houlsby") {
+      EXPECT_FALSE(test::all_close(with, a->forward(normed, o, {}), 1e-6, 0)) << placement;
+    }
+    attach_adapter(site, placement, a);
+    // Through the site, the residual reaches every adapter in turn.
+    Tensor chained = site.forward(normed, o, {}, stream);
+    Tensor h = o;
+    for (auto& [n, m] : site.adapters) h = m->forward(stream, h, {});
+    EXPECT_TRUE(test::all_close(chained, h, 0, 0)) << placement;
+  }
 }
 
 TEST(Adapter, OptionErrorsNameTheProblem) {
