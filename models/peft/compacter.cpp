@@ -89,9 +89,12 @@ void attach_compacter(AttachContext& ctx) {
   const std::string scope = c.get_string("phm_rule_scope", "stack");
   VLP_CHECK(scope == "stack" || scope == "model" || scope == "adapter", c.source, ": phm_rule_scope \"", scope,
             "\" (stack, model, adapter)");
+  // As the bottleneck adapters' defaults: VL-Adapter every sublayer, Houlsby (adapters' CompacterConfig)
+  // self-attention and feed-forward, Pfeiffer (Compacter++) feed-forward.
   const std::vector<std::string> defaults =
-      placement == "pfeiffer" ? std::vector<std::string>{"ff_site"}
-                              : std::vector<std::string>{"sa_site", "ca_site", "ff_site"};
+      placement == "pfeiffer"  ? std::vector<std::string>{"ff_site"}
+      : placement == "houlsby" ? std::vector<std::string>{"sa_site", "ff_site"}
+                               : std::vector<std::string>{"sa_site", "ca_site", "ff_site"};
 
   Module* shared_root = nullptr;
   if (shared) shared_root = &ctx.model.add_module<Module>("peft_shared." + ctx.adapter_name);
