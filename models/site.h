@@ -61,15 +61,16 @@ struct SublayerSite : Module {
                  const Tensor& residual = Tensor()) const {
     Tensor h = output;
     for (const auto& [name, a] : adapters)
-      if (a->active) h = residual.defined() ? a->forward_with_residual(input, residual, h, ctx) : a->forward(input, h, ctx);
+      if (a->active)
+        h = residual.defined() ? a->forward_with_residual(input, residual, h, ctx) : a->forward(input, h, ctx);
     return h;
   }
   const char* type_name() const override { return "SublayerSite"; }
 };
 
 // Keys and values of one attention call, [B, H, T, D], with the key padding mask [B, Tk] (undefined =
-// all keys valid), and the call's input. An AttentionAdapter may prepend keys/values (prefix tuning) before attention, and add
-// to the attention output (adaption prompt) after it.
+// all keys valid), and the call's input. An AttentionAdapter may prepend keys/values (prefix tuning) before
+// attention, and add to the attention output (adaption prompt) after it.
 struct AttentionState {
   Tensor q, k, v, key_padding_mask;
   Tensor input;  // the attention's input x [B, T, d] (what gated prefixes read), set by models/attention.cpp

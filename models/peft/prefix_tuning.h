@@ -24,10 +24,11 @@
 // Linear(d, encoder_hidden_size) Tanh Linear(encoder_hidden_size, S * 2 * d) with prefix_projection. Fields:
 // num_virtual_tokens, locations (list of "encoder", "decoder", "cross"; default all three on T5 / BART,
 // "decoder" on GPT-2), prefix_projection (false), encoder_hidden_size (d), use_gating (false: UniPELT's gate,
-// gate.h, one per prefixed attention on that attention's input, scaling its prefix keys and values). Prefix keys count as past
-// positions wherever the backbone has a notion of it (BART / GPT-2 decoder positions start after them; T5's
-// relative bias puts them before the queries); BART's encoder positions are unchanged. The file keeps the
-// table and the MLP ("prompt_encoder.embedding.weight", "prompt_encoder.transform.{0,2}.{weight,bias}").
+// gate.h, one per prefixed attention on that attention's input, scaling its prefix keys and values). Prefix
+// keys count as past positions wherever the backbone has a notion of it (BART / GPT-2 decoder positions
+// start after them; T5's relative bias puts them before the queries); BART's encoder positions are
+// unchanged. The file keeps the table and the MLP ("prompt_encoder.embedding.weight",
+// "prompt_encoder.transform.{0,2}.{weight,bias}").
 #pragma once
 #include <memory>
 
