@@ -17,7 +17,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_cudnn.h"
-#include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/attention_case.h"
 
 namespace vlp {
 namespace {
@@ -40,74 +40,15 @@ struct Case {
   bool bthd;  // q, k, v stored [B, T, H, D] (strided heads) instead of [B, H, T, D]
 };
 
-void strides_for(const Case& s, int64_t T, int64_t D, int64_t out[3]) { attention_strides(s.bthd, s.H, T, D, out); }
-
-// bias: 0 none, 1 [1, H, Tq, Tk] (T5), 2 [B, H, Tq, Tk].
+// bias: 0 none, 1 [1, H, Tq, Tk] (T5), 2 [B, H, Tq, Tk]. Key 0 is always kept, so no query row loses every
+// key (unsupported by the cuDNN path); cuDNN's stats are the natural-log LSE of the scaled, biased, masked
+// scores, as ours (to 2e-3).
 void run_case(const Case& s, bool causal, bool masked, int bias_kind) {
-  const DType dt = DType::BF16;
-  const std::string tag = std::string(causal ? " causal" : "") + (masked ? " key-mask" : "") +
-                          (bias_kind ? " bias" + std::to_string(bias_kind) : "") + " B " + std::to_string(s.B) +
-                          " Tq " + std::to_string(s.Tq) + " Tk " + std::to_string(s.Tk) + " D " +
-                          std::to_string(s.D) + (s.bthd ? " bthd" : "");
-  const int64_t bias_B = bias_kind == 2 ? s.B : 1;
-  Input q = make_input({s.B * s.H * s.Tq * s.D}, 301, dt), k = make_input({s.B * s.H * s.Tk * s.D}, 302, dt);
-  Input v = make_input({s.B * s.H * s.Tk * s.Dv}, 303, dt);
-  Input bias = make_input({bias_B * s.H * s.Tq * s.Tk}, 304, dt, -2, 2);
-  Input dout = make_input({s.B * s.H * s.Tq * s.Dv}, 305, dt);
-  // Key 0 is always kept, so no query row loses every key (unsupported by the cuDNN path).
-  std::vector<double> keep_v(static_cast<size_t>(s.B * s.Tk), 1.0);
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t j = 0; j < s.Tk; ++j)
-      keep_v[size_t(b * s.Tk + j)] = b % 2 == 0 ? (j % 4 == 1 ? 0.0 : 1.0) : (j % 3 == 2 || j > s.Tk - 5 ? 0.0 : 1.0);
-  Tensor keep_cpu = from_vector(keep_v, {s.B, s.Tk}, DType::Bool);
-  Tensor keep_dev = convert(keep_cpu, DType::Bool, gpu());
-
-  cpu::AttentionArgs<float> ca;
-  cuda::AttentionArgs ga;
-  ca.B = ga.B = s.B, ca.H = ga.H = s.H, ca.Tq = ga.Tq = s.Tq, ca.Tk = ga.Tk = s.Tk, ca.D = ga.D = s.D;
-  ca.Dv = ga.Dv = s.Dv;
-  ca.q = q.c(), ca.k = k.c(), ca.v = v.c();
-  ga.q = q.d(), ga.k = k.d(), ga.v = v.d(), ga.dtype = cuda::EwDType::BF16;
-  strides_for(s, s.Tq, s.D, ca.q_strides), strides_for(s, s.Tk, s.D, ca.k_strides);
-  strides_for(s, s.Tk, s.Dv, ca.v_strides);
-  for (int d = 0; d < 3; ++d)
-    ga.q_strides[d] = ca.q_strides[d], ga.k_strides[d] = ca.k_strides[d], ga.v_strides[d] = ca.v_strides[d];
-  const int64_t bias_strides[4] = {bias_B == 1 ? 0 : s.H * s.Tq * s.Tk, s.Tq * s.Tk, s.Tk, 1};
-  if (bias_kind) {
-    ca.bias = bias.c(), ga.bias = bias.d();
-    for (int d = 0; d < 4; ++d) ca.bias_strides[d] = ga.bias_strides[d] = bias_strides[d];
-  }
-  if (masked) ca.key_keep = keep_cpu.data<bool>(), ga.key_keep = keep_dev.data<bool>();
-  ca.causal = ga.causal = causal;
-  ca.scale = ga.scale = 1.0 / std::sqrt(double(s.D));
-
-  const int64_t rows = s.B * s.H * s.Tq;
-  std::vector<float> out_ref(static_cast<size_t>(rows * s.Dv)), lse_ref(static_cast<size_t>(rows));
-  cpu::attention_forward<float>(ca, out_ref.data(), lse_ref.data());
-  Tensor out = poisoned({rows * s.Dv}, dt), lse = gpu_f32(rows);
+  AttentionCase c{s.B, s.H, s.Tq, s.Tk, s.D, s.Dv, s.bthd};
+  c.causal = causal, c.masked = masked, c.bias_kind = bias_kind, c.every_row_sees_a_key = true;
+  c.seed = 301, c.tol = 1e-2, c.lse_tol = 2e-3;
   ImplGuard cudnn(cuda::AttentionImpl::Cudnn);
-  cuda::attention_forward(ga, out.data_ptr(), lse.data<float>(), stream());
-  EXPECT_TRUE(rel_close(to_vector(out), as_doubles(out_ref.data(), out_ref.size()), 1e-2, "out" + tag));
-  // cuDNN's stats are the natural-log LSE of the scaled, biased, masked scores, as ours.
-  EXPECT_TRUE(rel_close(to_vector(lse), as_doubles(lse_ref.data(), lse_ref.size()), 2e-3, "lse" + tag));
-
-  // Backward from the GPU's own forward output (rounded in BF16), as training would.
-  Tensor out_cpu = convert(out, DType::F32, Device::cpu());
-  std::vector<float> dq_ref(static_cast<size_t>(rows * s.D)), dk_ref(static_cast<size_t>(s.B * s.H * s.Tk * s.D));
-  std::vector<float> dv_ref(static_cast<size_t>(s.B * s.H * s.Tk * s.Dv));
-  std::vector<float> dbias_ref(static_cast<size_t>(bias_B * s.H * s.Tq * s.Tk), 0.f);
-  cpu::attention_backward<float>(ca, out_cpu.data<float>(), lse_ref.data(), dout.c(), dq_ref.data(), dk_ref.data(),
-                                 dv_ref.data(), bias_kind ? dbias_ref.data() : nullptr, bias_strides);
-  Tensor dq = poisoned({rows * s.D}, dt), dk = poisoned({s.B * s.H * s.Tk * s.D}, dt);
-  Tensor dv = poisoned({s.B * s.H * s.Tk * s.Dv}, dt), dbias = poisoned({bias_B * s.H * s.Tq * s.Tk}, dt);
-  cuda::attention_backward(ga, out.data_ptr(), lse.data<float>(), dout.d(), dq.data_ptr(), dk.data_ptr(),
-                           dv.data_ptr(), bias_kind ? dbias.data_ptr() : nullptr, bias_B, s.H, stream());
-  EXPECT_TRUE(rel_close(to_vector(dq), as_doubles(dq_ref.data(), dq_ref.size()), 1e-2, "dq" + tag));
-  EXPECT_TRUE(rel_close(to_vector(dk), as_doubles(dk_ref.data(), dk_ref.size()), 1e-2, "dk" + tag));
-  EXPECT_TRUE(rel_close(to_vector(dv), as_doubles(dv_ref.data(), dv_ref.size()), 1e-2, "dv" + tag));
-  if (bias_kind) {
-    EXPECT_TRUE(rel_close(to_vector(dbias), as_doubles(dbias_ref.data(), dbias_ref.size()), 1e-2, "dbias" + tag));
-  }
+  run_attention_case(c);
 }
 
 TEST(CudaAttentionCudnn, CrossAttentionWithOddLengthsEveryMaskAndBias) {
